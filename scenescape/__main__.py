@@ -1,0 +1,3 @@
+from scenescape.cli import main
+
+main()

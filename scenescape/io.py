@@ -1,0 +1,282 @@
+"""File I/O shared by every mode: atomic writes, images, depth maps, video, JSON.
+
+Every writer here is atomic: it writes a temporary file in the destination folder and renames it
+over the target (``os.replace``), so a crash or ``kill -9`` never leaves a half-written output.
+Images are float32 ``(H, W, 3)`` arrays in ``[0, 1]`` in memory and 8-bit PNG on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed over ``path``.
+
+    ``suffix`` defaults to the target's suffix, so writers that pick a format by extension work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    try:
+        import torch
+
+        if isinstance(o, torch.Tensor):
+            return o.detach().cpu().tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_json(path: PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Torch tensor or array-like -> numpy array (on the CPU, detached)."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def image_to_uint8(image: Any) -> np.ndarray:
+    """``(H, W, 3)`` float in [0, 1] -> uint8 (rounded, clipped)."""
+    a = to_numpy(image).astype(np.float32)
+    return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_image(path: PathLike, image: Any) -> None:
+    """Write a float ``(H, W, 3)`` image in [0, 1] (or uint8) as PNG/JPEG, atomically."""
+    import imageio.v3 as iio
+
+    a = to_numpy(image)
+    if a.dtype != np.uint8:
+        a = image_to_uint8(a)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, a)
+
+
+def save_mask(path: PathLike, mask: Any) -> None:
+    """Write a boolean ``(H, W)`` mask as an 8-bit PNG (255 = True)."""
+    import imageio.v3 as iio
+
+    a = (to_numpy(mask).astype(bool).astype(np.uint8)) * 255
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, a)
+
+
+def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as float32 ``(H, W, 3)`` in [0, 1].
+
+    Grey images are expanded to RGB and alpha is dropped (with a warning). ``size`` is
+    ``(width, height)``; a different size is resized with a warning. Errors name the file.
+    """
+    import warnings
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"image '{p}' does not exist (check the --image path)")
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode not in ("RGB",):
+                warnings.warn(f"image '{p}' is {mode}, converting to RGB", stacklevel=2)
+                im = im.convert("RGB")
+            a = np.asarray(im).astype(np.float32) / 255.0
+    except ValueError:
+        raise
+    except Exception as e:  # PIL raises many kinds of errors for bad files
+        raise ValueError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
+    if size is not None and (a.shape[1], a.shape[0]) != tuple(size):
+        import cv2
+
+        warnings.warn(f"image '{p}' is {a.shape[1]}x{a.shape[0]}, resizing to {size[0]}x{size[1]}", stacklevel=2)
+        a = cv2.resize(a, tuple(size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return np.ascontiguousarray(a)
+
+
+def save_npy(path: PathLike, array: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, to_numpy(array))
+
+
+def load_depth(path: PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a z-depth map from ``.npy`` (float) or 16-bit PNG (millimetres); validate it.
+
+    ``shape`` is ``(H, W)``. Raises ``ValueError`` naming the file for a missing file, non-finite
+    or non-positive values, or a wrong shape.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"depth file '{p}' does not exist (check the --init-depth path)")
+    try:
+        if p.suffix.lower() == ".npy":
+            d = np.load(p, allow_pickle=False)
+        elif p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                d = z[z.files[0]]
+        else:
+            import imageio.v3 as iio
+
+            d = iio.imread(p).astype(np.float32) / 1000.0
+    except Exception as e:
+        raise ValueError(f"depth file '{p}' cannot be read ({type(e).__name__}: {e})") from e
+    d = np.asarray(d, dtype=np.float32).squeeze()
+    if d.ndim != 2:
+        raise ValueError(f"depth file '{p}' must hold a 2-D (H, W) array, got shape {d.shape}")
+    if shape is not None and d.shape != tuple(shape):
+        raise ValueError(f"depth file '{p}' has shape {d.shape}, but the image is {tuple(shape)} (H, W)")
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"depth file '{p}' contains NaN or infinite values")
+    if np.any(d <= 0):
+        raise ValueError(f"depth file '{p}' contains zero or negative depths ({int((d <= 0).sum())} pixels)")
+    return d
+
+
+def colorize_depth(depth: Any, mask: Any = None) -> np.ndarray:
+    """``(H, W)`` depth -> ``(H, W, 3)`` uint8 false-colour image (near bright, far dark; 0 = black)."""
+    import cv2
+
+    d = to_numpy(depth).astype(np.float32)
+    valid = d > 0 if mask is None else to_numpy(mask).astype(bool) & (d > 0)
+    out = np.zeros((*d.shape, 3), np.uint8)
+    if valid.any():
+        inv = np.zeros_like(d)
+        inv[valid] = 1.0 / d[valid]
+        lo, hi = np.percentile(inv[valid], [1, 99])
+        norm = np.clip((inv - lo) / max(hi - lo, 1e-8), 0, 1)
+        col = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+        out[valid] = col[valid]
+    return out
+
+
+def write_video(path: PathLike, frames: Iterable[Any], fps: float = 10.0, quality: int = 8) -> None:
+    """Write frames (each ``(H, W, 3)`` float [0, 1] or uint8) as an H.264 MP4, atomically.
+
+    Uses the ffmpeg binary shipped by ``imageio-ffmpeg`` (``yuv420p`` so browsers and players open it).
+    Odd sizes are padded to even by the encoder's macro-block alignment.
+    """
+    import imageio_ffmpeg
+
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError("write_video: no frames to write") from None
+    first = _frame_u8(first)
+    h, w = first.shape[:2]
+    pad_w, pad_h = w + (w % 2), h + (h % 2)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (pad_w, pad_h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=quality,
+            macro_block_size=1, ffmpeg_log_level="error",
+        )
+        writer.send(None)
+        for frame in _chain([first], it):
+            f = _frame_u8(frame)
+            if f.shape[:2] != (h, w):
+                writer.close()
+                raise ValueError(f"write_video: frame size {f.shape[:2]} differs from the first {(h, w)}")
+            if (pad_h, pad_w) != (h, w):
+                f = np.pad(f, ((0, pad_h - h), (0, pad_w - w), (0, 0)), mode="edge")
+            writer.send(np.ascontiguousarray(f))
+        writer.close()
+
+
+def _chain(a: Iterable, b: Iterable) -> Iterator:
+    yield from a
+    yield from b
+
+
+def _frame_u8(frame: Any) -> np.ndarray:
+    a = to_numpy(frame)
+    if a.dtype != np.uint8:
+        a = image_to_uint8(a)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    return a[..., :3]
+
+
+def read_video(path: PathLike) -> np.ndarray:
+    """Read an MP4 into ``(T, H, W, 3)`` uint8 (for tests and re-export)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = reader.__next__()
+    w, h = meta["size"]
+    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader]
+    return np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8)
+
+
+def write_gif(path: PathLike, frames: Iterable[Any], fps: float = 10.0) -> None:
+    from PIL import Image
+
+    ims = [Image.fromarray(_frame_u8(f)) for f in frames]
+    with atomic_path(path) as tmp:
+        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slugify(text: str, max_len: int = 48, default: str = "run") -> str:
+    """Safe file/folder name from free text (a prompt): ASCII letters, digits, ``._-`` only.
+
+    No path separators, no leading dots, never empty, never a reserved name.
+    """
+    t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    t = _SAFE.sub("-", t.strip().lower()).strip("-._")
+    t = t[:max_len].strip("-._")
+    if not t or t.upper() in {"CON", "PRN", "AUX", "NUL"} or re.fullmatch(r"(COM|LPT)\d", t.upper()):
+        t = default
+    return t
