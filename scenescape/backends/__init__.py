@@ -21,3 +21,24 @@ __all__ = [
     "DEPTH", "GUIDANCE", "INPAINTERS", "TEXT_TO_IMAGE",
     "BackendConfig", "DepthEstimator", "Inpainter", "TextToImage", "build_backend", "seed_for_frame",
 ]
+
+# Names configs use -> implementation, imported on first use only.
+for _name, _target in {
+    "completion": "scenescape.backends.classical:DepthCompletion",
+    "prior": "scenescape.backends.classical:GeometricPriorDepth",
+    "transformers": "scenescape.backends.depth_transformers:TransformersDepth",
+    "oracle": "scenescape.synthetic:OracleDepth",
+}.items():
+    DEPTH.register_lazy(_name, _target)
+for _name, _target in {
+    "opencv": "scenescape.backends.classical:OpenCVInpainter",
+    "diffusers": "scenescape.backends.diffusers_inpaint:DiffusersInpainter",
+    "oracle": "scenescape.synthetic:OracleInpainter",
+}.items():
+    INPAINTERS.register_lazy(_name, _target)
+TEXT_TO_IMAGE.register_lazy("diffusers", "scenescape.backends.diffusers_t2i:DiffusersTextToImage")
+for _name, _target in {
+    "stable_diffusion": "scenescape.backends.guidance:StableDiffusionGuidance",
+    "analytic": "scenescape.backends.guidance:AnalyticGuidance",
+}.items():
+    GUIDANCE.register_lazy(_name, _target)
