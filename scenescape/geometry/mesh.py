@@ -1,0 +1,419 @@
+"""``SceneMesh``: a vertex-coloured triangle mesh that grows by appending RGB-D views.
+
+* ``vertices`` ``(N, 3)`` float32 world coordinates (OpenCV world of the cameras), ``faces`` ``(M, 3)`` int64,
+  ``colors`` ``(N, 3)`` float32 in [0, 1]; all on one device (CPU or CUDA).
+* Faces made from a camera are counter-clockwise in that camera's image (see
+  :mod:`scenescape.geometry.triangulate`).
+* Export/import by suffix: ``.ply``, ``.obj`` (``v x y z r g b``), ``.glb`` (vertex colours as ``COLOR_0``);
+  by default files are written in the y-up OpenGL/glTF/Blender axes ``(x, -y, -z)`` of the OpenCV world so
+  they appear upright in viewers, and :meth:`SceneMesh.load` converts back (``axes="opencv"`` writes raw
+  world coordinates). ``save_npz``/``load_npz``: exact float32/int64 checkpoints without pickle.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scenescape.geometry.camera import Camera
+from scenescape.geometry.masks import dilate_mask
+from scenescape.geometry.projection import unproject
+from scenescape.geometry.triangulate import TriangulationOptions, grid_triangles
+
+_AXES = ("opengl", "opencv")
+_FLIP = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # OpenCV <-> OpenGL (a rotation: keeps winding)
+
+
+@dataclass
+class ExtendStats:
+    """What one :meth:`SceneMesh.extend_from_rgbd` call did."""
+
+    vertices_added: int
+    faces_added: int
+    faces_dropped: int  # candidate triangles dropped as stretched across depth discontinuities
+    seam_vertices: int  # existing vertices reused by the new faces (stitching)
+    pixels: int  # mask pixels offered
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def __getitem__(self, key: str) -> int:
+        return getattr(self, key)
+
+
+def _to_tensor(x: Any, name: str, device: torch.device) -> torch.Tensor:
+    if torch.is_tensor(x):
+        t = x.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} must be an array or tensor: {e}") from e
+    return t.to(device)
+
+
+def _check_image(image: Any, cam: Camera, device: torch.device) -> torch.Tensor:
+    img = _to_tensor(image, "image", device)
+    h, w = cam.height, cam.width
+    if img.shape != (h, w, 3):
+        raise ValueError(f"image must have shape (H, W, 3) = ({h}, {w}, 3) to match the camera, "
+                         f"got {tuple(img.shape)}")
+    if img.dtype == torch.uint8:
+        return img.float() / 255.0
+    if not img.is_floating_point():
+        raise ValueError(f"image must be float in [0, 1] (or uint8), got dtype {img.dtype}")
+    img = img.float()
+    if not torch.isfinite(img).all():
+        raise ValueError("image contains NaN or infinite values")
+    lo, hi = float(img.min()), float(img.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"image values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
+    return img.clamp(0, 1)
+
+
+def _check_mask(mask: Any, cam: Camera, device: torch.device) -> torch.Tensor:
+    h, w = cam.height, cam.width
+    if mask is None:
+        return torch.ones(h, w, dtype=torch.bool, device=device)
+    m = _to_tensor(mask, "mask", device)
+    if m.shape != (h, w):
+        raise ValueError(f"mask must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(m.shape)}")
+    m = m.bool()
+    if not m.any():
+        raise ValueError("mask is empty (no pixel to add); pass a mask with at least one True pixel")
+    return m
+
+
+def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+    h, w = cam.height, cam.width
+    d = _to_tensor(depth, "depth", device)
+    if d.dim() == 3 and d.shape[-1] == 1:
+        d = d[..., 0]
+    if d.shape != (h, w):
+        raise ValueError(f"depth must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(d.shape)}")
+    if not (d.is_floating_point() or d.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
+        raise ValueError(f"depth must be numeric, got dtype {d.dtype}")
+    d = d.float()
+    dm = d[mask]
+    if not torch.isfinite(dm).all():
+        raise ValueError("depth has NaN or infinite values inside the mask; depth must be finite z-depth > 0")
+    if (dm <= 0).any():
+        raise ValueError(f"depth has {int((dm <= 0).sum())} non-positive values inside the mask; "
+                         "depth must be z-depth > 0 wherever pixels are added")
+    return d
+
+
+class SceneMesh:
+    """Vertex-coloured triangle mesh on a device.
+
+    Args:
+        vertices: ``(N, 3)`` float world coordinates (default empty).
+        faces: ``(M, 3)`` integer vertex indices.
+        colors: ``(N, 3)`` float in [0, 1] (default grey).
+        device: where to keep the tensors (default: the vertices' device, else CPU).
+    """
+
+    def __init__(self, vertices: Any = None, faces: Any = None, colors: Any = None, device: Any = None) -> None:
+        if device is None:
+            device = vertices.device if torch.is_tensor(vertices) else torch.device("cpu")
+        device = torch.device(device)
+        v = torch.zeros(0, 3) if vertices is None else _to_tensor(vertices, "vertices", device)
+        f = torch.zeros(0, 3, dtype=torch.int64) if faces is None else _to_tensor(faces, "faces", device)
+        v = v.to(device=device, dtype=torch.float32).reshape(-1, 3) if v.numel() == 0 else v.to(device).float()
+        f = f.to(device).reshape(-1, 3) if f.numel() == 0 else f.to(device)
+        if v.dim() != 2 or v.shape[1] != 3:
+            raise ValueError(f"vertices must be (N, 3), got {tuple(v.shape)}")
+        if f.dim() != 2 or f.shape[1] != 3:
+            raise ValueError(f"faces must be (M, 3), got {tuple(f.shape)}")
+        if f.is_floating_point():
+            raise ValueError(f"faces must be integer indices, got dtype {f.dtype}")
+        f = f.long()
+        if not torch.isfinite(v).all():
+            raise ValueError("vertices contain NaN or infinite values")
+        if f.numel() and (int(f.min()) < 0 or int(f.max()) >= v.shape[0]):
+            raise ValueError(f"faces index vertices out of range [0, {v.shape[0]})")
+        if colors is None:
+            c = torch.full((v.shape[0], 3), 0.5, device=device)
+        else:
+            c = _to_tensor(colors, "colors", device)
+            if c.dtype == torch.uint8:
+                c = c.float() / 255.0
+            c = c.float().reshape(-1, c.shape[-1]) if c.numel() else c.float().reshape(0, 3)
+            if c.shape[1] == 4:
+                c = c[:, :3]
+            if c.shape != (v.shape[0], 3):
+                raise ValueError(f"colors must be (N, 3) with N = {v.shape[0]} vertices, got {tuple(c.shape)}")
+        self.vertices = v.contiguous()
+        self.faces = f.contiguous()
+        self.colors = c.clamp(0, 1).contiguous()
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.vertices.device
+
+    def to(self, device: Any) -> SceneMesh:
+        """A copy on ``device`` (``self`` if already there)."""
+        if torch.device(device) == self.device:
+            return self
+        return SceneMesh(self.vertices.to(device), self.faces.to(device), self.colors.to(device), device=device)
+
+    def clone(self) -> SceneMesh:
+        return SceneMesh(self.vertices.clone(), self.faces.clone(), self.colors.clone(), device=self.device)
+
+    def __repr__(self) -> str:
+        return f"SceneMesh({self.num_vertices} vertices, {self.num_faces} faces, device={self.device})"
+
+    def append(self, vertices: Any, faces: Any, colors: Any) -> None:
+        """Append a mesh; its ``faces`` index its own ``vertices`` (0-based) and are offset here."""
+        other = SceneMesh(vertices, faces, colors, device=self.device)
+        n = self.num_vertices
+        self.vertices = torch.cat([self.vertices, other.vertices])
+        self.colors = torch.cat([self.colors, other.colors])
+        self.faces = torch.cat([self.faces, other.faces + n])
+
+    # ------------------------------------------------------------------ building from RGB-D
+    @classmethod
+    def from_rgbd(cls, image: Any, depth: Any, cam: Camera, mask: Any = None, device: Any = None,
+                  **opts: Any) -> SceneMesh:
+        """Mesh of one RGB-D view: one vertex per (masked) pixel, two triangles per valid 2x2 quad, triangles
+        stretched across depth discontinuities dropped.
+
+        Args:
+            image: ``(H, W, 3)`` float in [0, 1] (or uint8), numpy or torch.
+            depth: ``(H, W)`` z-depth, finite and > 0 wherever ``mask`` is True.
+            cam: the camera of the view (H, W must match).
+            mask: optional ``(H, W)`` bool, pixels to use (default all).
+            device: device of the mesh (default: the depth tensor's device, else CPU).
+            **opts: :class:`~scenescape.geometry.triangulate.TriangulationOptions` fields
+                (``max_rel_jump``, ``min_cos``).
+        """
+        if device is None:
+            device = depth.device if torch.is_tensor(depth) else torch.device("cpu")
+        mesh = cls(device=device)
+        mesh.extend_from_rgbd(image, depth, cam, mask, **opts)
+        return mesh
+
+    def extend_from_rgbd(self, image: Any, depth: Any, cam: Camera, mask: Any = None, render: Any = None,
+                         **opts: Any) -> ExtendStats:
+        """Add the ``mask`` pixels of an RGB-D view, stitched to the existing surface.
+
+        New vertices: one per mask pixel (unprojected at the pixel centre). Stitching: every pixel of the
+        1-pixel ring outside ``mask`` where the mesh renders reuses the existing vertex of the rendered face
+        nearest that pixel (largest barycentric), so new quads that touch the ring connect to the old surface
+        and no crack opens at the seam. Only triangles with at least one new vertex are added; stretched ones
+        are dropped. Everything is validated before the mesh changes.
+
+        Args:
+            image: ``(H, W, 3)`` float in [0, 1]. depth: ``(H, W)`` z-depth (> 0 and finite inside ``mask``).
+            cam: the view's camera. mask: ``(H, W)`` bool, non-empty (None = all pixels).
+            render: the :class:`~scenescape.geometry.raster.RenderOutput` of this mesh at ``cam`` if the caller
+                already has it (it is rendered otherwise).
+            **opts: triangulation options (``max_rel_jump``, ``min_cos``).
+
+        Returns:
+            :class:`ExtendStats` (vertices added, faces added, faces dropped, seam vertices).
+        """
+        if not isinstance(cam, Camera):
+            raise ValueError(f"cam must be a scenescape Camera, got {type(cam).__name__}")
+        topts = TriangulationOptions.from_kwargs(**opts)
+        device = self.device
+        h, w = cam.height, cam.width
+        m = _check_mask(mask, cam, device)
+        img = _check_image(image, cam, device)
+        d = _check_depth(depth, cam, m, device)
+        if self.num_faces > 0:
+            if render is None:
+                from scenescape.geometry.raster import render_mesh
+
+                render = render_mesh(self, cam)
+            fi = getattr(render, "face_index", None)
+            if fi is None or tuple(fi.shape) != (h, w) or getattr(render, "bary", None) is None:
+                raise ValueError(f"render must be the RenderOutput of this mesh at cam ({h}x{w}) with face_index "
+                                 "and bary")
+            fi = fi.to(device)
+            if fi.numel() and int(fi.max()) >= self.num_faces:
+                raise ValueError("render.face_index refers to faces this mesh does not have; "
+                                 "render the mesh at this camera again")
+        # ---- all input checked; nothing below raises on user input
+        d = torch.where(m, d, torch.ones_like(d))
+        pts_cam = unproject(d, cam, world=False)  # (H, W, 3)
+        valid = m.clone()
+        vid = torch.full((h, w), -1, dtype=torch.int64, device=device)
+        seam = 0
+        if self.num_faces > 0:
+            ring = dilate_mask(m, 3) & ~m & (fi >= 0)
+            if ring.any():
+                rf = fi[ring]
+                rb = render.bary.to(device)[ring]
+                rv = self.faces[rf].gather(1, rb.argmax(1, keepdim=True)).squeeze(1)
+                w2c = cam.world_to_camera.to(device)
+                pc = self.vertices[rv] @ w2c[:3, :3].T + w2c[:3, 3]
+                ok = pc[:, 2] > 0
+                ring_idx = ring.nonzero()[ok]
+                pts_cam[ring_idx[:, 0], ring_idx[:, 1]] = pc[ok]
+                vid[ring_idx[:, 0], ring_idx[:, 1]] = rv[ok]
+                valid[ring_idx[:, 0], ring_idx[:, 1]] = True
+        tris, dropped = grid_triangles(pts_cam, valid, m, topts)  # flat pixel ids
+        flat_new = m.reshape(-1)
+        # keep only new vertices that some face uses
+        used = torch.zeros(h * w, dtype=torch.bool, device=device)
+        if tris.numel():
+            used[tris.reshape(-1)] = True
+        new_pix = (used & flat_new).nonzero().squeeze(1)
+        n0 = self.num_vertices
+        vid_flat = vid.reshape(-1).clone()
+        vid_flat[new_pix] = n0 + torch.arange(new_pix.numel(), device=device)
+        faces = vid_flat[tris]
+        nondeg = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+        faces = faces[nondeg]
+        if faces.numel():
+            seam_ids = faces[faces < n0]
+            seam = int(torch.unique(seam_ids).numel()) if seam_ids.numel() else 0
+        c2w = cam.camera_to_world.to(device)
+        new_v = pts_cam.reshape(-1, 3)[new_pix] @ c2w[:3, :3].T + c2w[:3, 3]
+        new_c = img.reshape(-1, 3)[new_pix]
+        self.vertices = torch.cat([self.vertices, new_v.float()])
+        self.colors = torch.cat([self.colors, new_c])
+        self.faces = torch.cat([self.faces, faces])
+        return ExtendStats(vertices_added=int(new_pix.numel()), faces_added=int(faces.shape[0]),
+                           faces_dropped=dropped, seam_vertices=seam, pixels=int(m.sum()))
+
+    # ------------------------------------------------------------------ conversions
+    def to_trimesh(self, axes: str = "opencv") -> Any:
+        """``trimesh.Trimesh`` (no processing, vertex order kept) with RGBA uint8 vertex colours.
+
+        ``axes="opencv"`` keeps world coordinates; ``"opengl"`` writes ``(x, -y, -z)`` (y up).
+        """
+        import trimesh
+
+        if axes not in _AXES:
+            raise ValueError(f"axes must be one of {_AXES}, got {axes!r}")
+        v = self.vertices.detach().cpu().numpy().astype(np.float32)
+        if axes == "opengl":
+            v = v * _FLIP
+        c = np.clip(np.round(self.colors.detach().cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
+        rgba = np.concatenate([c, np.full((c.shape[0], 1), 255, np.uint8)], axis=1)
+        return trimesh.Trimesh(vertices=v, faces=self.faces.detach().cpu().numpy(), vertex_colors=rgba,
+                               process=False, validate=False)
+
+    def to_pytorch3d(self) -> Any:
+        """``pytorch3d.structures.Meshes`` with ``TexturesVertex`` colours (needs PyTorch3D)."""
+        try:
+            from pytorch3d.renderer import TexturesVertex
+            from pytorch3d.structures import Meshes
+        except ImportError as e:
+            raise ImportError(
+                "SceneMesh.to_pytorch3d() needs PyTorch3D, which is not installed "
+                "(see https://github.com/facebookresearch/pytorch3d/blob/main/INSTALL.md); "
+                "use to_trimesh() or the tensors vertices/faces/colors directly"
+            ) from e
+        return Meshes(verts=[self.vertices], faces=[self.faces], textures=TexturesVertex([self.colors]))
+
+    # ------------------------------------------------------------------ files
+    def export(self, path: str | Path, axes: str = "opengl") -> Path:
+        """Write ``.ply`` (binary), ``.obj`` (``v x y z r g b``) or ``.glb`` (``COLOR_0``) atomically.
+
+        ``axes="opengl"`` (default) writes ``(x, -y, -z)``: glTF, Blender and three.js are y-up, so the scene
+        appears upright; :meth:`load` with the same ``axes`` restores the world coordinates exactly.
+        """
+        from scenescape.io import atomic_path
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".ply", ".obj", ".glb"):
+            raise ValueError(f"export path must end in .ply, .obj or .glb, got {str(path)!r}")
+        if self.num_faces == 0:
+            raise ValueError("cannot export an empty mesh (no faces)")
+        tm = self.to_trimesh(axes=axes)
+        if suffix == ".ply":
+            data = tm.export(file_type="ply", encoding="binary")
+        elif suffix == ".obj":
+            from trimesh.exchange.obj import export_obj
+
+            data = export_obj(tm, include_normals=False, include_color=True, include_texture=False,
+                              digits=9).encode("utf-8")
+        else:
+            data = tm.export(file_type="glb")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, axes: str = "opengl", device: Any = None) -> SceneMesh:
+        """Read a ``.ply``, ``.obj`` or ``.glb`` (or ``.npz`` checkpoint) written by :meth:`export`.
+
+        ``axes`` must match the one used to write (default ``"opengl"``). Colours default to grey when the file
+        has none.
+        """
+        import trimesh
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"mesh file not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            return cls.load_npz(path, device=device)
+        if suffix not in (".ply", ".obj", ".glb"):
+            raise ValueError(f"mesh path must end in .ply, .obj, .glb or .npz, got {str(path)!r}")
+        if axes not in _AXES:
+            raise ValueError(f"axes must be one of {_AXES}, got {axes!r}")
+        kwargs: dict[str, Any] = {"process": False}
+        if suffix == ".obj":
+            kwargs["maintain_order"] = True
+        loaded = trimesh.load(str(path), **kwargs)
+        if isinstance(loaded, trimesh.Scene):
+            geoms = list(loaded.dump()) if hasattr(loaded, "dump") else list(loaded.geometry.values())
+            if not geoms:
+                raise ValueError(f"{path} holds no mesh")
+            loaded = geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
+        v = np.asarray(loaded.vertices, dtype=np.float32)
+        if axes == "opengl":
+            v = v * _FLIP
+        f = np.asarray(loaded.faces, dtype=np.int64)
+        colors = None
+        vis = getattr(loaded, "visual", None)
+        if vis is not None and getattr(vis, "kind", None) == "vertex":
+            vc = np.asarray(vis.vertex_colors)
+            if vc.shape[0] == v.shape[0]:
+                colors = vc[:, :3].astype(np.float32) / 255.0
+        return cls(torch.from_numpy(v), torch.from_numpy(f), None if colors is None else torch.from_numpy(colors),
+                   device=device or "cpu")
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Exact checkpoint (float32 vertices/colours, int64 faces), atomic, no pickle."""
+        from scenescape.io import atomic_path
+
+        path = Path(path)
+        buf = io.BytesIO()
+        np.savez(buf, format=np.array("scenescape.SceneMesh/1"),
+                 vertices=self.vertices.detach().cpu().numpy(), faces=self.faces.detach().cpu().numpy(),
+                 colors=self.colors.detach().cpu().numpy())
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
+        return path
+
+    @classmethod
+    def load_npz(cls, path: str | Path, device: Any = None) -> SceneMesh:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"mesh checkpoint not found: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("vertices", "faces", "colors") if k not in z.files]
+            if missing:
+                raise ValueError(f"{path} is not a SceneMesh checkpoint (missing {missing})")
+            v, f, c = z["vertices"], z["faces"], z["colors"]
+        return cls(torch.from_numpy(v), torch.from_numpy(f), torch.from_numpy(c), device=device or "cpu")

@@ -1,0 +1,603 @@
+"""Object mode: optimise a NeRF by score distillation (SDS or SJC) from a text prompt.
+
+``ObjectPipeline(config).run(prompt, out_dir)`` trains, checkpoints, and exports a mesh and an
+orbit video. Everything random (cameras, ray jitter, shading, lights, backgrounds, diffusion
+timesteps and noise) is drawn from one ``torch.Generator`` seeded by ``config.seed``; its state is
+in the checkpoint, so an interrupted run resumed with ``resume=True`` reproduces the uninterrupted
+run step for step (on the same device).
+
+Run folder::
+
+    config.yaml        resolved config
+    checkpoint.pt      weights, optimiser, generator state, step (torch.load(..., weights_only=True))
+    validation/        step_XXXXXX.png (a strip of fixed validation views)
+    mesh.glb/.obj/.ply marching-cubes mesh with vertex colours
+    video.mp4          orbit video: RGB | normals (or depth)
+    summary.json       prompt, steps, losses, timings, files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from scenescape.backends.base import GUIDANCE, BackendConfig
+from scenescape.config import ConfigError, from_dict, load_config, to_dict
+from scenescape.errors import RunError
+from scenescape.geometry.camera import Camera
+from scenescape.io import atomic_path, read_json, save_image, slugify, write_json
+from scenescape.object.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
+from scenescape.object.render import RenderConfig, RenderOutput, orbit_camera, render_cameras
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "scenescape-object-v1"
+
+
+def _check_range(name: str, rng: tuple[float, float]) -> None:
+    if rng[0] > rng[1]:
+        raise ValueError(f"{name} range must be [min, max] with min <= max, got {list(rng)}")
+
+
+@dataclass
+class CameraConfig:
+    """Training camera distribution (uniform in each range) and the evaluation orbit."""
+
+    radius: tuple[float, float] = (1.6, 2.0)
+    elevation: tuple[float, float] = (-10.0, 60.0)
+    """Degrees above the horizon (world up is -y)."""
+    azimuth: tuple[float, float] = (-180.0, 180.0)
+    """Degrees; 0 = front (+z)."""
+    fov: tuple[float, float] = (40.0, 60.0)
+    """Field of view in degrees."""
+    eval_radius: float = 1.8
+    eval_elevation: float = 15.0
+    eval_fov: float = 50.0
+
+    def __post_init__(self) -> None:
+        if min(self.radius) <= 0 or self.eval_radius <= 0:
+            raise ValueError(f"camera.radius must be > 0, got {list(self.radius)} (eval_radius {self.eval_radius})")
+        for fov in (*self.fov, self.eval_fov):
+            if not 0 < fov < 180:
+                raise ValueError(f"camera.fov must be in (0, 180) degrees, got {fov}")
+        for e in (*self.elevation, self.eval_elevation):
+            if not -90 <= e <= 90:
+                raise ValueError(f"camera.elevation must be in [-90, 90] degrees, got {e}")
+        _check_range("camera.radius", self.radius)
+        _check_range("camera.elevation", self.elevation)
+        _check_range("camera.azimuth", self.azimuth)
+        _check_range("camera.fov", self.fov)
+
+
+@dataclass
+class PromptConfig:
+    """View-dependent prompts: ``"<prompt>, <view> view"`` by azimuth and elevation (DreamFusion)."""
+
+    view_dependent: bool = True
+    front_azimuth: float = 45.0
+    """|azimuth| below this is the front."""
+    back_azimuth: float = 135.0
+    """|azimuth| above this is the back."""
+    overhead_elevation: float = 60.0
+    template: str = "{prompt}, {view} view"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.front_azimuth <= self.back_azimuth <= 180:
+            raise ValueError("prompt: need 0 <= front_azimuth <= back_azimuth <= 180")
+        if "{prompt}" not in self.template or "{view}" not in self.template:
+            raise ValueError("prompt.template must contain {prompt} and {view}")
+
+
+@dataclass
+class ShadingConfig:
+    """Albedo only for the first ``albedo_steps``, then a random shading per step."""
+
+    albedo_steps: int = 2000
+    probs: tuple[float, float, float] = (0.2, 0.4, 0.4)
+    """Probabilities of (albedo, lambertian, textureless) after ``albedo_steps``."""
+    ambient: float = 0.1
+    light_distance: tuple[float, float] = (0.8, 1.5)
+    """Light position = camera centre x U(light_distance) + N(0, light_jitter^2)."""
+    light_jitter: float = 0.3
+
+    def __post_init__(self) -> None:
+        if any(p < 0 for p in self.probs) or sum(self.probs) <= 0:
+            raise ValueError(f"shading.probs must be >= 0 with a positive sum, got {list(self.probs)}")
+        if not 0 <= self.ambient <= 1:
+            raise ValueError(f"shading.ambient must be in [0, 1], got {self.ambient}")
+        _check_range("shading.light_distance", self.light_distance)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-2
+    """Adam learning rate of the field (geometry and albedo)."""
+    lr_background: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-15
+    schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    warmup_steps: int = 0
+    final_lr_factor: float = 0.1
+    """lr at the last step / lr (cosine and exponential schedules)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.lr_background < 0:
+            raise ValueError(f"optim.lr must be > 0 and lr_background >= 0, got {self.lr}, {self.lr_background}")
+        if not 0 < self.final_lr_factor <= 1:
+            raise ValueError(f"optim.final_lr_factor must be in (0, 1], got {self.final_lr_factor}")
+
+    def factor(self, step: int, total: int) -> float:
+        """Learning-rate multiplier at ``step`` (a pure function: resume needs no scheduler state)."""
+        f = 1.0
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            f = (step + 1) / self.warmup_steps
+        p = min(step / max(total - 1, 1), 1.0)
+        if self.schedule == "cosine":
+            f *= self.final_lr_factor + (1 - self.final_lr_factor) * 0.5 * (1 + math.cos(math.pi * p))
+        elif self.schedule == "exponential":
+            f *= self.final_lr_factor ** p
+        return f
+
+
+@dataclass
+class LossConfig:
+    """Regularisers. The orientation weight ramps linearly ``orientation_start -> orientation_end``
+    over ``orientation_ramp_steps`` (0 disables it); sparsity = mean opacity; entropy = binary
+    entropy of the opacity (pushes pixels to empty or solid)."""
+
+    orientation_start: float = 10.0
+    orientation_end: float = 1000.0
+    orientation_ramp_steps: int = 5000
+    sparsity: float = 0.0
+    entropy: float = 0.0
+
+    def orientation(self, step: int) -> float:
+        p = min(step / self.orientation_ramp_steps, 1.0) if self.orientation_ramp_steps > 0 else 1.0
+        return self.orientation_start + p * (self.orientation_end - self.orientation_start)
+
+
+@dataclass
+class OutputConfig:
+    val_every: int = 500
+    """Save validation renders every N steps (0 = never)."""
+    val_views: int = 4
+    checkpoint_every: int = 500
+    """Write checkpoint.pt every N steps (and always at the end)."""
+    export: bool = True
+    video_frames: int = 60
+    video_size: int = 128
+    video_fps: float = 20.0
+    video_extra: Literal["normals", "depth"] = "normals"
+    mesh_resolution: int = 128
+    mesh_threshold: float | None = None
+    """Density iso-level for marching cubes (None = automatic)."""
+    mesh_min_component: float = 0.05
+    """Drop connected components with fewer faces than this fraction of the largest."""
+    mesh_formats: list[str] = field(default_factory=lambda: ["glb", "obj", "ply"])
+
+    def __post_init__(self) -> None:
+        if self.val_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("output.val_every and output.checkpoint_every must be >= 0")
+        if self.video_frames < 1 or self.video_size < 8:
+            raise ValueError("output.video_frames must be >= 1 and output.video_size >= 8")
+        if self.mesh_resolution < 8:
+            raise ValueError(f"output.mesh_resolution must be >= 8, got {self.mesh_resolution}")
+        bad = [f for f in self.mesh_formats if f not in ("glb", "obj", "ply")]
+        if bad:
+            raise ValueError(f"output.mesh_formats: unknown format(s) {bad}; use glb, obj, ply")
+
+
+def _default_guidance() -> BackendConfig:
+    return BackendConfig(name="stable_diffusion", options={})
+
+
+@dataclass
+class ObjectConfig:
+    """Everything an object run needs; YAML presets live in ``configs/object/``."""
+
+    seed: int = 0
+    steps: int = 10000
+    batch_size: int = 1
+    resolution: int = 64
+    """Training render size (square, pixels)."""
+    device: str = "auto"
+    progress: bool = True
+    nerf: FieldConfig = field(default_factory=FieldConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    guidance: BackendConfig = field(default_factory=_default_guidance)
+    shading: ShadingConfig = field(default_factory=ShadingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.resolution < 8:
+            raise ValueError(f"resolution must be >= 8 pixels, got {self.resolution}")
+        if min(self.camera.radius) <= self.render.radius * 0.5:
+            raise ValueError(f"camera.radius {list(self.camera.radius)} puts the camera deep inside the scene "
+                             f"sphere (render.radius {self.render.radius}); use a radius > {self.render.radius}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ObjectConfig:
+        return load_config(cls, path, overrides)
+
+
+def view_name(azimuth: float, elevation: float, cfg: PromptConfig) -> str:
+    """``front``/``side``/``back``/``overhead`` for a camera (degrees)."""
+    if elevation > cfg.overhead_elevation:
+        return "overhead"
+    a = abs((azimuth + 180.0) % 360.0 - 180.0)
+    if a < cfg.front_azimuth:
+        return "front"
+    if a > cfg.back_azimuth:
+        return "back"
+    return "side"
+
+
+def view_prompt(prompt: str, azimuth: float, elevation: float, cfg: PromptConfig) -> str:
+    if not cfg.view_dependent:
+        return prompt
+    return cfg.template.format(prompt=prompt, view=view_name(azimuth, elevation, cfg))
+
+
+@dataclass
+class CameraSample:
+    cameras: list[Camera]
+    azimuth: list[float]
+    elevation: list[float]
+    radius: list[float]
+
+
+def _uniform(rng: tuple[float, float], n: int, g: torch.Generator) -> list[float]:
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    return (rng[0] + (rng[1] - rng[0]) * u).tolist()
+
+
+def sample_cameras(cfg: ObjectConfig, g: torch.Generator, n: int | None = None) -> CameraSample:
+    """``n`` random training cameras (radius, elevation, azimuth, fov uniform in the configured ranges)."""
+    n = n or cfg.batch_size
+    r = _uniform(cfg.camera.radius, n, g)
+    el = _uniform(cfg.camera.elevation, n, g)
+    az = _uniform(cfg.camera.azimuth, n, g)
+    fov = _uniform(cfg.camera.fov, n, g)
+    cams = [orbit_camera(r[i], el[i], az[i], fov[i], cfg.resolution) for i in range(n)]
+    return CameraSample(cams, az, el, r)
+
+
+def eval_cameras(cfg: ObjectConfig, n: int, size: int | None = None, offset: float = 0.0,
+                 elevation: float | None = None) -> list[Camera]:
+    """``n`` cameras evenly around the evaluation orbit (azimuth ``offset + 360 k / n``)."""
+    el = cfg.camera.eval_elevation if elevation is None else elevation
+    return [orbit_camera(cfg.camera.eval_radius, el, offset + 360.0 * k / n - 180.0, cfg.camera.eval_fov,
+                         size or cfg.resolution) for k in range(n)]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    mse = torch.mean((a.float() - b.float()) ** 2).item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+class AnalyticTarget:
+    """Renders the known :class:`AnalyticField` for the cameras of a training step (deterministic,
+    with the step's shading, lights and background) -- the target of :class:`AnalyticGuidance`."""
+
+    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128):
+        self.field = AnalyticField().to(device)
+        self.background = Background(BackgroundConfig(kind="solid"))
+        self.cfg = dataclasses.replace(render_cfg, num_samples=samples, num_importance=samples // 2)
+
+    @torch.no_grad()
+    def render(self, cameras: list[Camera], shading: str = "albedo", lights: Any = None, ambient: float = 0.1,
+               background: Any = None) -> torch.Tensor:
+        out = render_cameras(self.field, self.background, cameras, self.cfg, shading=shading,  # type: ignore[arg-type]
+                             lights=lights, ambient=ambient, bg_colors=background, perturb=False)
+        return out.rgb
+
+    def __call__(self, step_info: dict[str, Any]) -> torch.Tensor:
+        bg = step_info.get("background")
+        if bg is None:
+            bg = torch.ones(len(step_info["cameras"]), 3)
+        return self.render(step_info["cameras"], step_info.get("shading", "albedo"), step_info.get("lights"),
+                           step_info.get("ambient", 0.1), bg)
+
+
+@dataclass
+class ObjectResult:
+    out_dir: Path
+    checkpoint: Path
+    steps: int
+    losses: list[float]
+    files: dict[str, str]
+    field: NeRFField
+    background: Background
+    seconds: float
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load ``checkpoint.pt`` safely (``weights_only=True``); errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise RunError(f"checkpoint '{p}' does not exist")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RunError(f"checkpoint '{p}' cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise RunError(f"checkpoint '{p}' is not a scenescape object checkpoint")
+    return ck
+
+
+class ObjectPipeline:
+    """Text (or any score model) -> NeRF -> mesh + orbit video.
+
+    Args:
+        config: :class:`ObjectConfig` (defaults if None).
+        guidance: an object with ``step(images, prompts, step_info) -> loss`` to use instead of the
+            configured backend (tests inject score models this way).
+    """
+
+    def __init__(self, config: ObjectConfig | None = None, guidance: Any = None):
+        self.config = config or ObjectConfig()
+        self._guidance = guidance
+        from scenescape.backends.models import pick_device
+
+        self.device = pick_device(self.config.device)
+
+    # ------------------------------------------------------------------ building blocks
+    def build_models(self) -> tuple[NeRFField, Background]:
+        torch.manual_seed(self.config.seed)  # parameter initialisation
+        fld = NeRFField(self.config.nerf).to(self.device)
+        bg = Background(self.config.background).to(self.device)
+        return fld, bg
+
+    def build_guidance(self) -> Any:
+        if self._guidance is not None:
+            return self._guidance
+        gcfg = self.config.guidance
+        extra: dict[str, Any] = {}
+        if gcfg.name == "analytic":
+            extra["target"] = AnalyticTarget(self.config.render, self.device)
+        self._guidance = gcfg.build(GUIDANCE, **extra)
+        return self._guidance
+
+    def _optimizer(self, fld: NeRFField, bg: Background) -> torch.optim.Optimizer:
+        o = self.config.optim
+        groups = [{"params": list(fld.parameters()), "lr": o.lr, "base_lr": o.lr}]
+        bgp = list(bg.parameters())
+        if bgp:
+            groups.append({"params": bgp, "lr": o.lr_background, "base_lr": o.lr_background})
+        return torch.optim.Adam(groups, betas=o.betas, eps=o.eps)
+
+    # ------------------------------------------------------------------ training
+    def run(self, prompt: str, out_dir: str | os.PathLike | None = None, *, resume: bool = False,
+            stop_after: int | None = None, export: bool | None = None,
+            callback: Callable[[int, dict[str, float]], None] | None = None) -> ObjectResult:
+        """Optimise the NeRF for ``prompt``; write checkpoints, validation renders and (optionally) exports.
+
+        Args:
+            out_dir: run folder (default ``outputs/object/<slug of prompt>``). An existing checkpoint
+                there needs ``resume=True``.
+            resume: continue from ``out_dir/checkpoint.pt`` (same config except ``steps``).
+            stop_after: stop (with a checkpoint) after this many total steps -- simulates an interruption.
+            export: write mesh and video at the end (default ``config.output.export``).
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
+        prompt = prompt.strip()
+        cfg = self.config
+        out = Path(out_dir) if out_dir is not None else Path("outputs") / "object" / slugify(prompt)
+        ck_path = out / CHECKPOINT
+        fld, bg = self.build_models()
+        opt = self._optimizer(fld, bg)
+        g = torch.Generator().manual_seed(cfg.seed)
+        start, losses = 0, []
+        if ck_path.exists():
+            if not resume:
+                raise RunError(f"'{out}' already holds a run ({CHECKPOINT}); pass --resume to continue it "
+                               "or choose another --out")
+            ck = load_checkpoint(ck_path)
+            self._check_resume(ck, prompt)
+            fld.load_state_dict(ck["field"])
+            bg.load_state_dict(ck["background"])
+            opt.load_state_dict(ck["optimizer"])
+            g.set_state(ck["generator"])
+            start, losses = int(ck["step"]), list(ck["losses"])
+        elif resume:
+            raise RunError(f"cannot resume: '{ck_path}' does not exist")
+        out.mkdir(parents=True, exist_ok=True)
+        from scenescape.config import save_yaml
+
+        save_yaml(cfg, out / "config.yaml")
+        guidance = self.build_guidance()
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        t0 = time.time()
+        bar = None
+        if cfg.progress and end > start:
+            from tqdm import tqdm
+
+            bar = tqdm(total=end - start, desc="object", unit="step", dynamic_ncols=True)
+        fld.train()
+        bg.train()
+        for step in range(start, end):
+            stats = self.train_step(step, prompt, fld, bg, opt, guidance, g)
+            losses.append(stats["loss"])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4g}")
+            if callback is not None:
+                callback(step, stats)
+            done = step + 1
+            if cfg.output.val_every and done % cfg.output.val_every == 0:
+                self.save_validation(fld, bg, out / "validation" / f"step_{done:06d}.png")
+            if cfg.output.checkpoint_every and done % cfg.output.checkpoint_every == 0 and done != end:
+                self._save(ck_path, done, prompt, fld, bg, opt, g, losses)
+        if bar is not None:
+            bar.close()
+        self._save(ck_path, end, prompt, fld, bg, opt, g, losses)
+        files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(out / "config.yaml")}
+        do_export = cfg.output.export if export is None else export
+        if do_export and end == cfg.steps:
+            from scenescape.object.export import export_run_outputs
+
+            files.update(export_run_outputs(fld, bg, cfg, out))
+        seconds = time.time() - t0
+        write_json(out / "summary.json", {
+            "prompt": prompt, "steps": end, "target_steps": cfg.steps, "seconds": seconds,
+            "seconds_per_step": seconds / max(end - start, 1), "final_loss": losses[-1] if losses else None,
+            "guidance": cfg.guidance.name, "mode": cfg.guidance.options.get("mode", "sds"), "files": files,
+        })
+        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds)
+
+    def train_step(self, step: int, prompt: str, fld: NeRFField, bg: Background, opt: torch.optim.Optimizer,
+                   guidance: Any, g: torch.Generator) -> dict[str, float]:
+        """One optimisation step; every random draw comes from ``g`` in a fixed order."""
+        cfg = self.config
+        fld.set_progress(step)
+        f = cfg.optim.factor(step, cfg.steps)
+        for grp in opt.param_groups:
+            grp["lr"] = grp["base_lr"] * f
+        sample = sample_cameras(cfg, g)
+        b = len(sample.cameras)
+        prompts = [view_prompt(prompt, a, e, cfg.prompt) for a, e in zip(sample.azimuth, sample.elevation)]
+        if step < cfg.shading.albedo_steps:
+            shading = "albedo"
+            _ = torch.rand(1, generator=g)
+        else:
+            probs = torch.tensor(cfg.shading.probs, dtype=torch.float64)
+            u = torch.rand(1, generator=g, dtype=torch.float64).item() * probs.sum().item()
+            idx = int(torch.searchsorted(torch.cumsum(probs, 0), torch.tensor([u], dtype=torch.float64)).clamp(max=2))
+            shading = ("albedo", "lambertian", "textureless")[idx]
+        centers = torch.stack([c.center for c in sample.cameras])
+        dist = torch.tensor(_uniform(cfg.shading.light_distance, b, g), dtype=torch.float32)[:, None]
+        lights = centers * dist + cfg.shading.light_jitter * torch.randn(b, 3, generator=g)
+        bg_colors = None
+        if cfg.background.kind == "random_solid":
+            bg_colors = torch.rand(b, 3, generator=g)
+        elif cfg.background.kind == "solid":
+            bg_colors = torch.tensor(cfg.background.color, dtype=torch.float32).expand(b, 3)
+        # Normals (and the orientation penalty) only once shading uses them: albedo-only steps skip them.
+        w_orient = cfg.loss.orientation(step)
+        need_normals = w_orient > 0 and step >= cfg.shading.albedo_steps
+        r = render_cameras(fld, bg, sample.cameras, cfg.render, shading=shading, lights=lights,  # type: ignore[arg-type]
+                           ambient=cfg.shading.ambient, bg_colors=bg_colors, generator=g, perturb=True,
+                           need_normals=need_normals, device=self.device)
+        info = {"step": step, "max_steps": cfg.steps, "generator": g, "cameras": sample.cameras,
+                "azimuth": sample.azimuth, "elevation": sample.elevation, "shading": shading, "lights": lights,
+                "ambient": cfg.shading.ambient, "background": bg_colors}
+        loss_g = guidance.step(r.rgb, prompts, info)
+        loss = loss_g
+        if need_normals:
+            loss = loss + w_orient * r.orientation
+        if cfg.loss.sparsity > 0:
+            loss = loss + cfg.loss.sparsity * r.opacity.mean()
+        if cfg.loss.entropy > 0:
+            o = r.opacity.clamp(1e-5, 1 - 1e-5)
+            loss = loss + cfg.loss.entropy * (-(o * o.log() + (1 - o) * (1 - o).log())).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach()), "guidance": float(loss_g.detach()),
+                "opacity": float(r.opacity.detach().mean())}
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def render_views(self, fld: NeRFField, bg: Background, cameras: list[Camera]) -> RenderOutput:
+        """Deterministic albedo renders (evaluation background: the configured colour or the MLP)."""
+        was = fld.training
+        fld.eval()
+        try:
+            bgc = None
+            if self.config.background.kind != "mlp":
+                bgc = torch.tensor(self.config.background.color).expand(len(cameras), 3)
+            return render_cameras(fld, bg, cameras, self.config.render, shading="albedo", bg_colors=bgc,
+                                  perturb=False, device=self.device)
+        finally:
+            fld.train(was)
+
+    def save_validation(self, fld: NeRFField, bg: Background, path: Path) -> None:
+        n = max(self.config.output.val_views, 1)
+        r = self.render_views(fld, bg, eval_cameras(self.config, n))
+        save_image(path, torch.cat(list(r.rgb.cpu()), dim=1))
+
+    def _save(self, path: Path, step: int, prompt: str, fld: NeRFField, bg: Background,
+              opt: torch.optim.Optimizer, g: torch.Generator, losses: list[float]) -> None:
+        _atomic_torch_save({
+            "format": FORMAT, "step": step, "prompt": prompt, "config": to_dict(self.config),
+            "field": {k: v.detach().cpu() for k, v in fld.state_dict().items()},
+            "background": {k: v.detach().cpu() for k, v in bg.state_dict().items()},
+            "optimizer": opt.state_dict(), "generator": g.get_state(), "losses": [float(x) for x in losses],
+        }, path)
+
+    def _check_resume(self, ck: dict[str, Any], prompt: str) -> None:
+        if ck.get("prompt") != prompt:
+            raise RunError(f"cannot resume: the run was for prompt {ck.get('prompt')!r}, not {prompt!r}")
+        saved = dict(ck["config"])
+        now = to_dict(self.config)
+        ignore = {"steps", "progress", "output"}
+        diff = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
+        if diff:
+            raise RunError(f"cannot resume: the config differs from the saved run in {diff}; "
+                           "resume with the run's config.yaml (only steps and output may change)")
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[ObjectPipeline, NeRFField, Background, dict[str, Any]]:
+    """Rebuild the pipeline, field and background of a run folder from its checkpoint."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder '{run}' does not exist")
+    ck = load_checkpoint(run / CHECKPOINT)
+    try:
+        cfg = from_dict(ObjectConfig, ck["config"])
+    except ConfigError as e:
+        raise RunError(f"checkpoint '{run / CHECKPOINT}' has an incompatible config: {e}") from e
+    pipe = ObjectPipeline(dataclasses.replace(cfg, device="cpu" if not torch.cuda.is_available() else cfg.device))
+    fld, bg = pipe.build_models()
+    fld.load_state_dict(ck["field"])
+    bg.load_state_dict(ck["background"])
+    fld.set_progress(int(ck["step"]))
+    fld.eval()
+    return pipe, fld, bg, ck
+
+
+def export_run(run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, str]:
+    """Re-export mesh and video of a run folder from its checkpoint (``scenescape object --export``).
+
+    ``overrides`` are ``output.*`` keys (e.g. ``output.mesh_threshold=15``).
+    """
+    from scenescape.config import apply_overrides
+    from scenescape.object.export import export_run_outputs
+
+    pipe, fld, bg, ck = load_run(run_dir)
+    cfg = pipe.config
+    if overrides:
+        bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("output.")]
+        if bad:
+            raise ConfigError(f"--export accepts only output.* overrides, got {bad}")
+        cfg = apply_overrides(cfg, overrides)
+    files = export_run_outputs(fld, bg, cfg, Path(run_dir))
+    summary = Path(run_dir) / "summary.json"
+    if summary.exists():
+        data = read_json(summary)
+        data.setdefault("files", {}).update(files)
+        write_json(summary, data)
+    return files

@@ -1,0 +1,323 @@
+"""The run folder: every output of a scene run, written atomically, and per-frame checkpoints.
+
+Layout (``NNNN`` = zero-padded frame index)::
+
+    RUN_DIR/
+      config.yaml          resolved SceneConfig (with the seed)
+      inputs/              the start image/depth as given (float .npy), so a resume restarts exactly
+      frames/NNNN.png      RGB frames
+      depth/NNNN.npy       float32 z-depth per frame, and depth/NNNN.png (false colour)
+      masks/NNNN.png       the inpainted (new) pixels of each frame (255 = new)
+      cameras.json         per-frame intrinsics and world_to_camera (OpenCV)
+      transforms.json      nerfstudio format (frames train a NeRF or Gaussian splats)
+      video.mp4            H.264 walkthrough
+      mesh.ply, mesh.glb   the scene mesh with vertex colours
+      manifest.json        versions, timings per stage, backends used, seed
+      checkpoint/          state.json + mesh-NNNN.npz + extra-NNNN.npz (resume)
+
+Checkpoints: after frame ``i`` the mesh is saved as ``checkpoint/mesh-NNNN.npz`` (atomic), then
+``checkpoint/state.json`` (atomic) is replaced to point at it with its SHA-256; only after that is the
+previous mesh file deleted. A crash at any point leaves a consistent state. A checkpoint that does not
+verify raises :class:`~scenescape.errors.RunError` - a run never silently restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenescape.errors import RunError
+from scenescape.io import (
+    colorize_depth,
+    load_image,
+    read_json,
+    save_image,
+    save_mask,
+    save_npy,
+    write_json,
+)
+
+STATE_VERSION = 1
+_MARKERS = ("config.yaml", "checkpoint", "manifest.json")
+
+
+def frame_name(i: int) -> str:
+    return f"{i:04d}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_run_folder(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / m).exists() for m in _MARKERS)
+
+
+class RunFolder:
+    """Paths and atomic writers of one run folder (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool = False) -> RunFolder:
+        """A new, empty run folder.
+
+        An existing non-empty folder is an error (nothing is touched) unless ``overwrite``; even then
+        only a folder that is a scenescape run folder is deleted (so ``--overwrite`` never wipes an
+        unrelated directory).
+        """
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise RunError(f"output path '{p}' exists and is not a folder")
+        if p.is_dir() and any(p.iterdir()):
+            if not overwrite:
+                raise RunError(
+                    f"output folder '{p}' already exists; pass --resume {p} to continue it, --overwrite to "
+                    "replace it, or choose another --out"
+                )
+            if not is_run_folder(p):
+                raise RunError(
+                    f"--overwrite refused: '{p}' is not a scenescape run folder (no config.yaml/checkpoint); "
+                    "delete it yourself or choose another --out"
+                )
+            shutil.rmtree(p)
+        p.mkdir(parents=True, exist_ok=True)
+        return cls(p)
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> RunFolder:
+        """An existing run folder to resume; errors say what is missing."""
+        p = Path(path)
+        if not p.is_dir():
+            raise RunError(f"cannot resume: run folder '{p}' does not exist")
+        if not (p / "config.yaml").is_file():
+            raise RunError(f"cannot resume: '{p}' has no config.yaml (is it a scenescape run folder?)")
+        return cls(p)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
+    def state_path(self) -> Path:
+        return self.checkpoint_dir / "state.json"
+
+    def frame_path(self, i: int) -> Path:
+        return self.path / "frames" / f"{frame_name(i)}.png"
+
+    def depth_path(self, i: int) -> Path:
+        return self.path / "depth" / f"{frame_name(i)}.npy"
+
+    def depth_png_path(self, i: int) -> Path:
+        return self.path / "depth" / f"{frame_name(i)}.png"
+
+    def mask_path(self, i: int) -> Path:
+        return self.path / "masks" / f"{frame_name(i)}.png"
+
+    # ------------------------------------------------------------------ inputs and cameras
+    def save_inputs(self, image: Any | None, depth: Any | None, camera: Any | None = None) -> None:
+        """Keep the exact start inputs (float arrays) so a resume starts from the same data."""
+        d = self.path / "inputs"
+        if image is not None:
+            save_npy(d / "image.npy", np.asarray(image, np.float32))
+        if depth is not None:
+            save_npy(d / "depth.npy", np.asarray(depth, np.float32))
+        if camera is not None:
+            write_json(d / "camera.json", camera.to_dict())
+
+    def load_inputs(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        d = self.path / "inputs"
+        out = []
+        for name in ("image.npy", "depth.npy"):
+            f = d / name
+            if f.is_file():
+                try:
+                    out.append(np.load(f, allow_pickle=False))
+                except Exception as e:
+                    raise RunError(f"run input '{f}' is corrupt ({type(e).__name__}: {e})") from e
+            else:
+                out.append(None)
+        return out[0], out[1]
+
+    def save_cameras(self, cameras: list[Any]) -> None:
+        from scenescape.geometry.camera import cameras_to_json
+
+        write_json(self.path / "cameras.json", cameras_to_json(list(cameras)))
+
+    def load_cameras(self) -> list[Any] | None:
+        from scenescape.geometry.camera import cameras_from_json
+
+        f = self.path / "cameras.json"
+        if not f.is_file():
+            return None
+        try:
+            return cameras_from_json(read_json(f))
+        except Exception as e:
+            raise RunError(f"'{f}' is corrupt ({type(e).__name__}: {e})") from e
+
+    def save_transforms(self, cameras: list[Any]) -> None:
+        from scenescape.trajectory import to_nerfstudio_transforms
+
+        n = len(cameras)
+        data = to_nerfstudio_transforms(
+            cameras,
+            [f"frames/{frame_name(i)}.png" for i in range(n)],
+            depth_paths=[f"depth/{frame_name(i)}.npy" for i in range(n)],
+            mask_paths=None,
+            ply_path="mesh.ply",
+        )
+        write_json(self.path / "transforms.json", data)
+
+    # ------------------------------------------------------------------ per-frame outputs
+    def save_frame(self, i: int, image: Any, depth: Any, mask: Any, depth_png: bool = True) -> None:
+        save_image(self.frame_path(i), image)
+        save_npy(self.depth_path(i), np.asarray(depth, np.float32))
+        if depth_png:
+            save_image(self.depth_png_path(i), colorize_depth(depth))
+        save_mask(self.mask_path(i), mask)
+
+    def load_frame(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image (H,W,3) float, depth (H,W), mask (H,W) bool)`` of a written frame."""
+        try:
+            img = load_image(self.frame_path(i))
+            depth = np.load(self.depth_path(i), allow_pickle=False)
+            import imageio.v3 as iio
+
+            mask = iio.imread(self.mask_path(i)) > 127
+        except Exception as e:
+            raise RunError(f"frame {i} of run '{self.path}' is missing or corrupt ({type(e).__name__}: {e}); "
+                           "the run cannot be resumed") from e
+        return img, depth, mask
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, frame: int, mesh: Any, state: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Checkpoint after ``frame`` completed (see the module docstring for the protocol)."""
+        ck = self.checkpoint_dir
+        ck.mkdir(parents=True, exist_ok=True)
+        old = self._read_state_raw() if self.state_path.is_file() else None
+        mesh_file = ck / f"mesh-{frame_name(frame)}.npz"
+        mesh.save_npz(mesh_file)  # atomic (SceneMesh.save_npz)
+        files = {"mesh": mesh_file.name}
+        if extra:
+            from scenescape.io import atomic_path
+
+            extra_file = ck / f"extra-{frame_name(frame)}.npz"
+            with atomic_path(extra_file) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{k: np.asarray(v) for k, v in extra.items()})
+            files["extra"] = extra_file.name
+        payload = {
+            "version": STATE_VERSION,
+            "frame": int(frame),
+            "files": files,
+            "sha256": {k: _sha256(ck / v) for k, v in files.items()},
+            "state": state,
+            "time": time.time(),
+        }
+        write_json(self.state_path, payload)
+        if old is not None:  # the previous checkpoint's files are no longer referenced
+            for name in (old.get("files") or {}).values():
+                if name not in files.values():
+                    (ck / str(name)).unlink(missing_ok=True)
+
+    def _read_state_raw(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except Exception as e:
+            raise RunError(
+                f"checkpoint '{self.state_path}' is corrupt ({type(e).__name__}: {e}); the run cannot be "
+                f"resumed - start again with --overwrite (this deletes '{self.path}') or another --out"
+            ) from e
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not isinstance(data.get("frame"), int):
+            raise RunError(f"checkpoint '{self.state_path}' is corrupt or from another version (no valid 'frame')")
+        return data
+
+    def load_checkpoint(self) -> tuple[int, Any, dict[str, Any], dict[str, np.ndarray]] | None:
+        """``(frame, mesh, state, extra)`` of the last checkpoint, or None if the run has none yet.
+
+        Raises :class:`RunError` when a checkpoint exists but does not verify.
+        """
+        ck = self.checkpoint_dir
+        if not self.state_path.is_file():
+            leftovers = [p.name for p in ck.glob("*") if not p.name.startswith(".")] if ck.is_dir() else []
+            if leftovers:
+                raise RunError(f"checkpoint folder '{ck}' has files {leftovers} but no state.json: it is corrupt; "
+                               "start again with --overwrite or another --out")
+            return None
+        data = self._read_state_raw()
+        files = data.get("files") or {}
+        sums = data.get("sha256") or {}
+        if "mesh" not in files:
+            raise RunError(f"checkpoint '{self.state_path}' names no mesh file: it is corrupt")
+        for key, name in files.items():
+            f = ck / str(name)
+            if not f.is_file():
+                raise RunError(f"checkpoint file '{f}' is missing: the checkpoint is corrupt")
+            if sums.get(key) != _sha256(f):
+                raise RunError(f"checkpoint file '{f}' does not match its checksum: the checkpoint is corrupt")
+        from scenescape.geometry.mesh import SceneMesh
+
+        try:
+            mesh = SceneMesh.load_npz(ck / files["mesh"])
+        except Exception as e:
+            raise RunError(f"checkpoint mesh '{ck / files['mesh']}' cannot be read ({e})") from e
+        extra: dict[str, np.ndarray] = {}
+        if "extra" in files:
+            with np.load(ck / files["extra"], allow_pickle=False) as z:
+                extra = {k: z[k] for k in z.files}
+        return int(data["frame"]), mesh, dict(data.get("state") or {}), extra
+
+    # ------------------------------------------------------------------ final outputs
+    def write_video(self, n_frames: int, fps: float) -> Path:
+        from scenescape.io import write_video
+
+        out = self.path / "video.mp4"
+        write_video(out, (load_image(self.frame_path(i)) for i in range(n_frames)), fps=fps)
+        return out
+
+    def write_mesh(self, mesh: Any, formats: list[str]) -> list[Path]:
+        out = []
+        for fmt in formats:
+            p = self.path / f"mesh.{fmt.lstrip('.')}"
+            mesh.export(p)
+            out.append(p)
+        return out
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json(self.path / "manifest.json", manifest)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run depends on (only those importable)."""
+    import importlib.metadata as md
+    import platform
+    import sys
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("scenescape", "torch", "numpy", "opencv-python-headless", "opencv-contrib-python-headless",
+                 "trimesh", "scipy", "imageio-ffmpeg", "diffusers", "transformers"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+__all__ = ["RunFolder", "frame_name", "is_run_folder", "package_versions"]
