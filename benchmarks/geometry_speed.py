@@ -7,7 +7,7 @@ Per frame (512x512, fx=500, mesh of about 1M faces):
 * open3d: ``RaycastingScene`` build (``add_triangles``) + ``create_rays_pinhole`` + ``cast_rays`` on the mesh as
   it is before the frame's extension (the same mesh our renderer sees).
 
-Usage: ``python benchmarks/geometry_speed.py [--frames 6] [--size 512] [--faces 1000000] [--no-write]``.
+Usage: ``python benchmarks/geometry_speed.py [--frames 6] [--size 512] [--faces 1000000] [--threads N] [--no-write]``.
 Appends a dated section to ``benchmarks/RESULTS.md``.
 """
 
@@ -89,8 +89,13 @@ def main() -> None:
     ap.add_argument("--focal", type=float, default=500.0)
     ap.add_argument("--faces", type=int, default=1_000_000, help="approximate faces of the starting mesh")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0 = torch's default). On a machine shared with other jobs, 1 "
+                         "avoids the barrier stalls of oversubscribed OpenMP threads")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     # starting mesh: one RGB-D view at the resolution that gives about --faces faces
     side = int(math.sqrt(args.faces / 2)) + 1
@@ -101,6 +106,7 @@ def main() -> None:
     t_build = time.perf_counter() - t0
     print(f"start mesh: {mesh.num_vertices} vertices, {mesh.num_faces} faces ({t_build:.2f} s to build)")
 
+    load0 = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     rows = []
     for k in range(1, args.frames + 1):
         cam = camera(args.size, args.focal, k)
@@ -145,7 +151,8 @@ def main() -> None:
         dev = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
         section = "\n".join([
             "", f"## Geometry speed ({when})", "",
-            f"`python benchmarks/geometry_speed.py --frames {args.frames} --size {args.size}` on {machine}, "
+            f"`python benchmarks/geometry_speed.py --frames {args.frames} --size {args.size} --threads {args.threads}` "
+            f"on {machine}, load average before the run {load0}, "
             f"nproc={nproc}, torch {torch.__version__} with {torch.get_num_threads()} threads, device {dev}. "
             f"Mesh of {rows[0]['faces']:,} faces at frame 1 (grows as frames are stitched on), "
             f"{args.size}x{args.size}, fx={args.focal:g}, {len(rows)} frames, forward motion with yaw. "

@@ -155,11 +155,19 @@ def to_dict(cfg: Any) -> Any:
 
 
 def merge_dicts(base: dict, update: dict) -> dict:
-    """Recursive merge: ``update`` wins; nested mappings merge."""
+    """Recursive merge: ``update`` wins; nested mappings merge.
+
+    A section that picks an implementation by ``name`` (a backend section ``{name, options}``) and
+    whose ``name`` the update changes starts from empty ``options``: the old backend's options would
+    not fit the new one. Options given together with the new name are kept.
+    """
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge_dicts(out[k], v)
+            old = out[k]
+            if "name" in v and "options" in old and v["name"] != old.get("name"):
+                old = {key: val for key, val in old.items() if key != "options"}
+            out[k] = merge_dicts(old, v)
         else:
             out[k] = v
     return out

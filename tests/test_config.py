@@ -105,3 +105,15 @@ def test_backend_config_validates_options():
         BackendConfig("c", {"kk": 1}).build(reg)
     with pytest.raises(ConfigError, match="no demo backend"):
         BackendConfig().build(reg)
+
+
+def test_switching_backend_name_drops_old_options():
+    from scenescape.config import merge_dicts, overrides_to_dict
+
+    base = {"inpainter": {"name": "opencv", "options": {"method": "telea"}}, "seed": 1}
+    out = merge_dicts(base, overrides_to_dict(["inpainter.name=diffusers"]))
+    assert out["inpainter"] == {"name": "diffusers"}
+    out = merge_dicts(base, overrides_to_dict(["inpainter.name=diffusers", "inpainter.options.steps=3"]))
+    assert out["inpainter"] == {"name": "diffusers", "options": {"steps": 3}}
+    out = merge_dicts(base, overrides_to_dict(["inpainter.options.radius=5"]))
+    assert out["inpainter"]["options"] == {"method": "telea", "radius": 5}

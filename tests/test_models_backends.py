@@ -243,3 +243,10 @@ def test_detect_output_from_config():
     assert detect_output(NS(model_type="foo"), "someone/metric-depth") == "depth"
     with pytest.raises(ConfigError, match="depth.options.output"):
         detect_output(NS(model_type="foo"), "someone/mystery")
+
+
+def test_tiny_sd_runs_at_512(tiny):
+    # sample_size 64 and a downscale-8 VAE: the real SD working size works with the tiny models
+    t2i = build_backend(TEXT_TO_IMAGE, "diffusers", {"model": tiny["t2i"], "steps": 1, "guidance": 0.0})
+    img = t2i.generate("a wide hall", 512, 512, seed=0)
+    assert img.shape == (512, 512, 3) and np.isfinite(img).all()

@@ -145,33 +145,46 @@ def test_presets_are_valid_configs(preset):
 # scenescape generate
 # ------------------------------------------------------------------------------------------
 
-def _base_args(tmp_path: Path) -> list[str]:
-    args = ["generate", "a tiny test room"]
-    tiny_cfg = ROOT / "configs" / "cpu-tiny.yaml"
-    if tiny_cfg.is_file():
-        args += ["--config", str(tiny_cfg)]
-    return args + ["width=64", "height=64", "focal=60", "--out", str(tmp_path / "run"), "--quiet"]
+def _tiny_config(tmp_path: Path, depth_model: str, inpaint_model: str) -> Path:
+    """configs/cpu-tiny.yaml with the depth and inpainter sections switched to the model backends.
+
+    (Overrides merge into a preset's backend ``options``, so switching a backend whose preset section
+    has options of another backend is done by editing the YAML, as a user would.)
+    """
+    import yaml
+
+    data = yaml.safe_load((ROOT / "configs" / "cpu-tiny.yaml").read_text())
+    data.update({
+        "prompt": "a tiny test room", "width": 64, "height": 64, "first_frame": "inpainter",
+        "text_to_image": {"name": "", "options": {}},
+        "depth": {"name": "transformers", "options": {"model": depth_model}},
+        "inpainter": {"name": "diffusers", "options": {"model": inpaint_model, "outpaint_border": 8}},
+        "output": {"mesh_formats": ["ply"], "fps": 5.0},
+    })
+    if "first_depth" in data:
+        data["first_depth"] = {"name": "", "options": {}}  # frame 0 depth from the transformers model too
+    path = tmp_path / "tiny-models.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def test_generate_missing_model_offline_one_message(tiny, tmp_path, offline):
-    r = _runner().invoke(cli, _base_args(tmp_path) + [
-        "--frames", "2", "inpainter.name=diffusers", f"inpainter.options.model={MISSING}",
-    ])
+    cfg = _tiny_config(tmp_path, tiny["depth"], MISSING)
+    r = _runner().invoke(cli, ["generate", "--config", str(cfg), "--frames", "2", "--out", str(tmp_path / "run"),
+                               "--quiet"])
     assert r.exit_code != 0
     err_lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
-    assert len(err_lines) == 1 and MISSING in err_lines[0]
+    assert len(err_lines) == 1 and MISSING in err_lines[0] and "HF_HUB_OFFLINE" in err_lines[0]
     assert "Traceback" not in r.output
+    assert not (tmp_path / "run" / "frames").exists()
 
 
 def _generate_tiny(tiny, tmp_path: Path, out: str, seed: int) -> Path:
-    args = _base_args(tmp_path) + [
-        "--frames", "3", f"seed={seed}", "first_frame=inpainter", "text_to_image.name=",
-        "depth.name=transformers", f"depth.options.model={tiny['depth']}",
-        "inpainter.name=diffusers", f"inpainter.options.model={tiny['inpaint']}", "inpainter.options.steps=2",
-        "inpainter.options.outpaint_border=8", "output.mesh_formats=[ply]",
-    ]
-    args[args.index("--out") + 1] = str(tmp_path / out)
-    r = _runner().invoke(cli, args)
+    cfg = _tiny_config(tmp_path, tiny["depth"], tiny["inpaint"])
+    r = _runner().invoke(cli, [
+        "generate", "a tiny test room", "--config", str(cfg), "--frames", "3", f"seed={seed}",
+        "inpainter.options.steps=2", "--out", str(tmp_path / out), "--quiet",
+    ])
     assert r.exit_code == 0, r.output
     return tmp_path / out
 
@@ -200,3 +213,37 @@ def test_generate_end_to_end_with_tiny_models(tiny, tmp_path, offline):
     for f in frames:
         assert np.array_equal(load_image(f), load_image(again / "frames" / f.name))
     assert not np.array_equal(load_image(frames[0]), load_image(other / "frames" / frames[0].name))
+
+
+def test_required_models_walks_any_config_shape(tiny):
+    """Backend sections anywhere in a config (scene or object) are found; defaults fill the id."""
+    import dataclasses
+
+    from scenescape.backends import BackendConfig
+    from scenescape.cli.models import required_models
+    from scenescape.config import ConfigError
+
+    @dataclasses.dataclass
+    class Nested:
+        guidance: BackendConfig = dataclasses.field(
+            default_factory=lambda: BackendConfig("stable_diffusion", {"model": tiny["inpaint"]}))
+
+    @dataclasses.dataclass
+    class Cfg:
+        depth: BackendConfig = dataclasses.field(default_factory=lambda: BackendConfig("transformers"))
+        inpainter: BackendConfig = dataclasses.field(default_factory=lambda: BackendConfig("opencv"))
+        sub: Nested = dataclasses.field(default_factory=Nested)
+
+    reqs = {r.section: r for r in required_models(Cfg())}
+    assert set(reqs) == {"depth", "sub.guidance"}  # opencv needs no model
+    assert reqs["depth"].model_id == "depth-anything/Depth-Anything-V2-Small-hf"  # the class default
+    assert reqs["depth"].kind == "transformers"
+    assert (reqs["sub.guidance"].model_id, reqs["sub.guidance"].kind) == (tiny["inpaint"], "diffusers")
+    with pytest.raises(ConfigError, match="stepz"):
+        required_models(Cfg(depth=BackendConfig("transformers", {"stepz": 1})))
+
+
+def test_models_download_refused_offline(offline):
+    r = _runner().invoke(cli, ["models", "--download", "inpainter.name=diffusers", f"inpainter.options.model={MISSING}"])
+    assert r.exit_code == 1
+    assert "HF_HUB_OFFLINE is set, so it cannot be downloaded" in r.output and MISSING in r.output

@@ -120,9 +120,10 @@ class DepthCompletion:
     the (inpainted) image, so depth does not bleed across image edges.
 
     Background bias (``background_bias``): a hole that opens in a new view is background that an
-    occluder hid, so seam pixels on the near side of a depth edge (nearer than ``1 - edge_ratio``
-    times the farthest known depth within ``edge_window`` pixels) are not used as boundary data; the
-    hole is filled from its far side instead of being stretched between occluder and background.
+    occluder hid, so seam pixels (known pixels within 2 px of the hole) on the near side of a depth
+    edge - nearer than ``1 - edge_ratio`` times the farthest seam depth within ``edge_window``
+    pixels - are not used as boundary data; the hole is filled from its far side instead of being
+    stretched between occluder and background.
 
     With no known pixel at all (a first frame without depth) this backend cannot work: it raises a
     ``ValueError`` that asks for ``--init-depth``, the ``prior`` backend or a depth model.
@@ -134,7 +135,7 @@ class DepthCompletion:
         """Colour difference (RGB in [0, 1]) at which the edge weight falls to exp(-1/2)."""
         background_bias: bool = True
         edge_ratio: float = 0.15
-        edge_window: int = 9
+        edge_window: int = 15
 
     def __init__(self, config: Config | None = None, **kwargs: Any):
         cfg = config if config is not None else self.Config(**kwargs)
@@ -175,8 +176,8 @@ class DepthCompletion:
             if not fixed.any():
                 fixed = m
         wts = edge_weights(img, sigma=cfg.sigma)
-        # region: the unknown pixels plus the known ones that were set free (they are re-imposed after)
-        filled = harmonic_fill(disp, fixed, region=~fixed, weights=wts)
+        # near-side seam pixels are neither boundary data nor unknowns: walls (no flux through them)
+        filled = harmonic_fill(disp, fixed, region=~m, weights=wts)
         out = np.where(m, k, 1.0 / np.maximum(filled, 1e-12))
         lo, hi = float(k[m].min()), float(k[m].max())
         out = np.clip(out, lo * 0.5, hi * 2.0)
@@ -191,7 +192,7 @@ class DepthCompletion:
         if not seam.any():
             return np.zeros_like(known)
         win = max(3, int(self.config.edge_window) | 1)
-        d = np.where(known, depth, 0.0)
+        d = np.where(seam, depth, 0.0)  # only seam depths: the far side across a thin hole is in reach
         far = ndimage.maximum_filter(d, size=win)
         return seam & (depth < (1.0 - self.config.edge_ratio) * far)
 

@@ -169,7 +169,14 @@ class DiffusersInpainter:
 
             # Finetune a float32 copy of the VAE (Adam in fp16 is unstable); the pipeline's own VAE
             # keeps encoding in the pipeline's dtype.
-            self._vae32 = copy.deepcopy(self.pipe.vae).to(device=self.device, dtype=torch.float32)
+            self._vae32 = copy.deepcopy(self.pipe.vae)
+            try:  # with cpu_offload the copy would inherit accelerate's offload hooks: drop them
+                from accelerate.hooks import remove_hook_from_module
+
+                remove_hook_from_module(self._vae32, recurse=True)
+            except ImportError:
+                pass
+            self._vae32.to(device=self.device, dtype=torch.float32)
             self._vae32.requires_grad_(False)
             self._decoder_snapshot = WeightSnapshot(self._vae32.decoder)
         self._next_seed: int | None = None

@@ -69,21 +69,23 @@ def _build_config(config_path: str | None, overrides: list[str], prompt: str | N
     return from_dict(SceneConfig, data)
 
 
-def _check_trajectory(cfg: Any) -> None:
-    """Validate a trajectory file or preset name before anything is written."""
+def _check_trajectory(cfg: Any) -> int | None:
+    """Validate a trajectory file or preset name before anything is written; a file's frame count."""
     from scenescape.trajectory import PRESETS, _looks_like_path, load_trajectory_file
 
     name = cfg.trajectory.name
     if _looks_like_path(name):
         if not Path(name).is_file():
             raise ValueError(f"trajectory file '{name}' does not exist")
-        load_trajectory_file(name)
-    elif name not in PRESETS:
+        items = load_trajectory_file(name)
+        return sum(int(getattr(s, "frames", None) or 1) for s in items)
+    if name not in PRESETS:
         import difflib
 
         close = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(f"unknown trajectory '{name}'.{hint} Presets: {', '.join(PRESETS)}; or give a .json/.yaml file")
+    return None
 
 
 def _load_inputs(cfg: Any, image: str | None, init_depth: str | None) -> tuple[Any, Any]:
@@ -187,7 +189,11 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
         return
 
     cfg = _build_config(config_path, overrides, prompt, frames, trajectory)
-    _check_trajectory(cfg)
+    n_file = _check_trajectory(cfg)
+    if n_file is not None and frames is None and not any(o.startswith("frames=") for o in overrides):
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, frames=n_file)  # a trajectory file sets the number of frames
     img, depth = _load_inputs(cfg, image, init_depth)
     start = None
     if camera_path:

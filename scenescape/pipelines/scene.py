@@ -422,7 +422,7 @@ class ScenePipeline:
             if init_image is None:
                 raise ValueError("init_depth was given without init_image; pass the image the depth belongs to")
             init_depth = _validate_depth(init_depth, init_image.shape[:2])
-        cams = list(cameras) if cameras is not None else None
+        cams = list(cameras) if cameras is not None else self._explicit_cameras()
         if cams is not None:
             if not cams:
                 raise ValueError("cameras is empty; pass at least one Camera")
@@ -563,6 +563,21 @@ class ScenePipeline:
 
             start_camera = Camera.from_dict(read_json(cam_file))
         return img, dep, (saved if saved is not None else cameras), start_camera
+
+    def _explicit_cameras(self) -> list[Camera] | None:
+        """The cameras of a trajectory file that lists explicit cameras (None for presets/segments)."""
+        from scenescape.trajectory import _looks_like_path, load_trajectory_file
+
+        name = self.config.trajectory.name
+        if not _looks_like_path(name):
+            return None
+        items = load_trajectory_file(name)
+        if not all(isinstance(c, Camera) for c in items):
+            return None
+        n = self.config.frames
+        if n > len(items):
+            raise ValueError(f"trajectory file '{name}' has {len(items)} cameras but frames={n}")
+        return list(items[:n])
 
     def _first_frame_mode(self, init_image: Any) -> str:
         mode = self.config.first_frame
