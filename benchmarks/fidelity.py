@@ -120,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--supersample", type=int, default=1, help="render_mesh supersampling factor (default 1)")
     p.add_argument("--perturbed", type=int, default=4, help="perturbed held-out cameras (default 4)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's; 1 is much faster on a busy shared CPU)")
     p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     p.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers (per camera/frame) as JSON")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rk = {"supersample": args.supersample} if args.supersample != 1 else {}
     results = []

@@ -7,6 +7,9 @@ Per frame (512x512, fx=500, mesh of about 1M faces):
 * open3d: ``RaycastingScene`` build (``add_triangles``) + ``create_rays_pinhole`` + ``cast_rays`` on the mesh as
   it is before the frame's extension (the same mesh our renderer sees).
 
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (set it in the environment to override): with the default
+spin-waiting, torch's OpenMP threads lose several times their speed on a machine shared with other jobs.
+
 Usage: ``python benchmarks/geometry_speed.py [--frames 6] [--size 512] [--faces 1000000] [--threads N] [--no-write]``.
 Appends a dated section to ``benchmarks/RESULTS.md``.
 """
@@ -22,11 +25,15 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# OpenMP threads that spin while waiting stall badly when the machine is shared (more runnable threads than
+# cores): set before torch (and open3d) load their OpenMP runtime; both libraries run under the same setting.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from scenescape import Camera, SceneMesh, render_mesh
-from scenescape.geometry.masks import disocclusion_mask
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from scenescape import Camera, SceneMesh, render_mesh  # noqa: E402
+from scenescape.geometry.masks import disocclusion_mask  # noqa: E402
 
 ROOM_LO = torch.tensor([-3.0, -2.0, -1.0], dtype=torch.float64)
 ROOM_HI = torch.tensor([3.0, 1.5, 9.0], dtype=torch.float64)
@@ -135,7 +142,7 @@ def main() -> None:
 
     med = {k: statistics.median(r[k] for r in rows) for k in ("render", "mask", "extend", "total", "o3d")}
     nproc = os.cpu_count()
-    machine = f"{platform.machine()} {platform.processor() or ''} {platform.system()} {platform.release()}".strip()
+    machine = " ".join(x for x in (platform.machine(), platform.processor(), platform.system(), platform.release()) if x)
     header = ["", "| step | median s/frame |", "|---|---|"]
     lines = header + [
         f"| render_mesh (z-buffer, {args.size}x{args.size}) | {med['render']:.3f} |",
@@ -153,7 +160,8 @@ def main() -> None:
             "", f"## Geometry speed ({when})", "",
             f"`python benchmarks/geometry_speed.py --frames {args.frames} --size {args.size} --threads {args.threads}` "
             f"on {machine}, load average before the run {load0}, "
-            f"nproc={nproc}, torch {torch.__version__} with {torch.get_num_threads()} threads, device {dev}. "
+            f"nproc={nproc}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, device {dev}. "
             f"Mesh of {rows[0]['faces']:,} faces at frame 1 (grows as frames are stitched on), "
             f"{args.size}x{args.size}, fx={args.focal:g}, {len(rows)} frames, forward motion with yaw. "
             f"open3d times the scene build + ray cast on the same mesh and camera in the same run. "

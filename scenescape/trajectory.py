@@ -453,9 +453,14 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
     return list(cams)
 
 
-def _looks_like_path(s: Any) -> bool:
+def looks_like_path(s: Any) -> bool:
+    """Whether a trajectory name is meant as a file (``.json``/``.yaml``/``.yml`` suffix, a ``/``, or an
+    existing file) rather than a preset name."""
     s = str(s)
     return s.lower().endswith((".json", ".yaml", ".yml")) or "/" in s or Path(s).is_file()
+
+
+_looks_like_path = looks_like_path  # used by scenescape.cli.scene and scenescape.pipelines.scene
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -715,7 +720,7 @@ def camera_path_to_tensor(cameras: Sequence[Camera]) -> torch.Tensor:
 
 
 __all__ = [
-    "PRESETS", "TrajectoryConfig", "build_trajectory", "compose_segments", "run_preset",
+    "PRESETS", "TrajectoryConfig", "build_trajectory", "looks_like_path", "compose_segments", "run_preset",
     "forward", "backward", "scenescape", "forward_yaw", "lateral", "orbit", "spiral", "keyframes",
     "interpolate_keyframes", "interpolate_cameras", "slerp", "slerp_rotation", "matrix_to_quaternion",
     "quaternion_to_matrix", "axis_angle_matrix", "load_trajectory_file", "parse_trajectory_data",

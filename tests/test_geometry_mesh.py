@@ -202,9 +202,9 @@ def test_export_files_carry_vertex_colours_for_viewers(tmp_path):
     mesh.export(tmp_path / "a.glb")
     scene = trimesh.load(tmp_path / "a.glb")
     geom = list(scene.geometry.values())[0]
-    assert geom.visual.kind == "vertex" and int(geom.visual.vertex_colors[0, 0]) == round(0.75 * 255)
+    assert int(geom.visual.vertex_attributes["color"][0, 0]) == round(0.75 * 255)  # COLOR_0
     raw = (tmp_path / "a.glb").read_bytes()
-    assert b"COLOR_0" in raw
+    assert b"COLOR_0" in raw and b"KHR_materials_unlit" in raw  # colours shown as they are (three.js, Blender)
     mesh.export(tmp_path / "a.obj")
     first_v = next(ln for ln in (tmp_path / "a.obj").read_text().splitlines() if ln.startswith("v "))
     assert len(first_v.split()) == 7  # v x y z r g b

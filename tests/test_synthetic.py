@@ -22,6 +22,16 @@ from scenescape.synthetic import (
 from scenescape.trajectory import build_trajectory
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors on a shared 2-core CI box: one intra-op thread is ~10x faster than contended two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def test_gt_depth_of_a_slanted_wall_is_analytic_z_depth():
     w = make_world("room")
     # Near the back wall (z = -4), looking at it obliquely (yawed ~25 degrees, pitched a little):
@@ -138,7 +148,7 @@ def test_seen_mask_counts_only_points_a_training_camera_saw():
     back = cam.with_pose(Camera.look_at_pose((0, 0, 0), (0, 0, -1)))
     assert not seen_mask(w, cam, [back]).any()
     # a camera shifted right sees the left part of the view only partially: fewer seen pixels
-    right = cam.with_pose(Camera.look_at_pose((0, 0, 0), (1.5, 0, 1)))
+    right = cam.with_pose(Camera.look_at_pose((0, 0, 0), (0.5, 0, 1)))
     part = seen_mask(w, cam, [right])
     assert 0.05 < float(part.float().mean()) < 0.9
     assert float(part[:, :32].float().mean()) < float(part[:, -32:].float().mean())

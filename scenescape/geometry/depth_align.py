@@ -269,11 +269,12 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
 
 
 def seam_correction(aligned: Any, known_depth: Any, known_mask: Any, new_mask: Any, *,
-                    max_step: float = 0.1, weights: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+                    max_step: float = 0.1, adaptive: bool = True, min_step: float = 0.005,
+                    weights: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """Smooth multiplicative correction that makes ``aligned`` meet ``known_depth`` at the seam.
 
     On the seam (known pixels 4-adjacent to ``new_mask``) the log-ratio ``r = log(known / aligned)``
-    is taken as Dirichlet data where ``|r| <= log(1 + max_step)``; seam pixels with a larger jump are
+    is taken as Dirichlet data where ``|r|`` is small (see ``max_step``, ``adaptive``); seam pixels with a larger jump are
     a real depth edge (an occluder in front of newly seen background) and are left free. The
     correction ``c`` solves Laplace's equation inside ``new_mask`` and is 0 outside it.
 
@@ -282,6 +283,9 @@ def seam_correction(aligned: Any, known_depth: Any, known_mask: Any, new_mask: A
         known_depth, known_mask: ``(H, W)`` existing depth and where it is valid.
         new_mask: ``(H, W)`` bool, the pixels whose depth is new.
         max_step: relative depth jump above which a seam pixel counts as a depth edge.
+        adaptive: also treat as a depth edge a seam mismatch beyond 4 robust sigmas (1.4826 MAD) of
+            the log-ratio over all known pixels (never below ``min_step``): with an exact prediction
+            (sigma ~ 0) only tiny mismatches are smoothed away, with a rough one larger ones are.
 
     Returns:
         ``(H, W)`` float32 factor ``exp(c)`` (1 outside ``new_mask``); multiply ``aligned`` by it.
@@ -295,8 +299,15 @@ def seam_correction(aligned: Any, known_depth: Any, known_mask: Any, new_mask: A
     factor = np.ones_like(a)
     if seam.any() and nm.any():
         r = np.zeros_like(a)
-        r[seam] = np.log(k[seam] / np.maximum(a[seam], 1e-12))
-        fixed = seam & (np.abs(r) <= math.log1p(max_step))
+        r[km] = np.log(k[km] / np.maximum(a[km], 1e-12))
+        tol = math.log1p(max_step)
+        if adaptive:
+            # how well the aligned depth fits the known depth overall (robust sigma of the log-ratio):
+            # a seam mismatch far beyond that is a depth edge, not an alignment error
+            rk = r[km]
+            sigma = 1.4826 * float(np.median(np.abs(rk - np.median(rk))))
+            tol = min(tol, max(4.0 * sigma, math.log1p(min_step)))
+        fixed = seam & (np.abs(r) <= tol)
         if fixed.any() and np.abs(r[fixed]).max() > 1e-7:
             c = harmonic_fill(r, fixed, region=nm, weights=weights, default=0.0)
             factor[nm] = np.exp(c[nm])

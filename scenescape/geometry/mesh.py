@@ -108,6 +108,36 @@ def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.devi
     return d
 
 
+def _glb_vertex_colour_material(glb: bytes) -> bytes:
+    """Give every primitive of a GLB a double-sided, unlit white material (``KHR_materials_unlit``), so viewers
+    show the ``COLOR_0`` vertex colours as they are (glTF multiplies ``COLOR_0`` into the base colour; unlit
+    keeps the baked colours from being shaded again; double-sided because the scene is seen from inside)."""
+    import json
+    import struct
+
+    magic, version, _ = struct.unpack_from("<III", glb, 0)
+    clen, ctype = struct.unpack_from("<II", glb, 12)
+    if magic != 0x46546C67 or ctype != 0x4E4F534A:  # "glTF", "JSON"
+        return glb
+    doc = json.loads(glb[20:20 + clen].decode("utf-8"))
+    rest = glb[20 + clen:]
+    mats = doc.setdefault("materials", [])
+    mats.append({"name": "vertex_colors", "doubleSided": True,
+                 "pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0,
+                                          "roughnessFactor": 1.0},
+                 "extensions": {"KHR_materials_unlit": {}}})
+    for mesh in doc.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            prim.setdefault("material", len(mats) - 1)
+    used = doc.setdefault("extensionsUsed", [])
+    if "KHR_materials_unlit" not in used:
+        used.append("KHR_materials_unlit")
+    js = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    js += b" " * (-len(js) % 4)
+    out = struct.pack("<II", len(js), 0x4E4F534A) + js + rest
+    return struct.pack("<III", magic, version, 12 + len(out)) + out
+
+
 class SceneMesh:
     """Vertex-coloured triangle mesh on a device.
 
@@ -347,7 +377,7 @@ class SceneMesh:
             data = export_obj(tm, include_normals=False, include_color=True, include_texture=False,
                               digits=9).encode("utf-8")
         else:
-            data = tm.export(file_type="glb")
+            data = _glb_vertex_colour_material(tm.export(file_type="glb"))
         with atomic_path(path) as tmp:
             tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         return path
@@ -375,21 +405,33 @@ class SceneMesh:
         if suffix == ".obj":
             kwargs["maintain_order"] = True
         loaded = trimesh.load(str(path), **kwargs)
+        transform = None
         if isinstance(loaded, trimesh.Scene):
-            geoms = list(loaded.dump()) if hasattr(loaded, "dump") else list(loaded.geometry.values())
-            if not geoms:
+            nodes = loaded.graph.nodes_geometry
+            if not nodes:
                 raise ValueError(f"{path} holds no mesh")
-            loaded = geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
-        v = np.asarray(loaded.vertices, dtype=np.float32)
+            if len(nodes) == 1:  # keep the geometry itself: Scene.dump() drops glTF COLOR_0 next to a material
+                transform, gname = loaded.graph.get(nodes[0])
+                loaded = loaded.geometry[gname]
+            else:
+                loaded = trimesh.util.concatenate(list(loaded.dump()))
+        v = np.asarray(loaded.vertices, dtype=np.float64)
+        if transform is not None and not np.allclose(transform, np.eye(4)):
+            v = v @ np.asarray(transform)[:3, :3].T + np.asarray(transform)[:3, 3]
+        v = v.astype(np.float32)
         if axes == "opengl":
             v = v * _FLIP
         f = np.asarray(loaded.faces, dtype=np.int64)
         colors = None
         vis = getattr(loaded, "visual", None)
+        vc = None
         if vis is not None and getattr(vis, "kind", None) == "vertex":
             vc = np.asarray(vis.vertex_colors)
-            if vc.shape[0] == v.shape[0]:
-                colors = vc[:, :3].astype(np.float32) / 255.0
+        elif vis is not None and "color" in getattr(vis, "vertex_attributes", {}):
+            vc = np.asarray(vis.vertex_attributes["color"])  # glTF COLOR_0 next to a material
+        if vc is not None and vc.ndim == 2 and vc.shape[0] == v.shape[0] and vc.shape[1] >= 3:
+            vc = vc[:, :3]
+            colors = vc.astype(np.float32) / 255.0 if vc.dtype == np.uint8 else vc.astype(np.float32)
         return cls(torch.from_numpy(v), torch.from_numpy(f), None if colors is None else torch.from_numpy(colors),
                    device=device or "cpu")
 

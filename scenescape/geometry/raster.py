@@ -80,107 +80,119 @@ def project_vertices(vertices: torch.Tensor, cam: Camera, near: float) -> tuple[
 
 
 class _FaceSetup:
-    """Per-face quantities for edge-function evaluation (only faces that can cover a pixel)."""
+    """Per-face quantities for edge-function evaluation, only for faces that can cover a pixel, sorted by
+    bounding-box bucket so that chunks are contiguous slices.
+
+    ``fp``: ``(F, 21)`` float32 = canonical edge start ``su, sv`` (3 each), direction ``du, dv``, orientation sign
+    ``osign``, depth coefficient ``coef`` and edge tolerance ``tol`` (3 each); ``ip``: ``(F, 5)`` int64 =
+    ``j0, i0, w, h, face id``.
+    """
 
     def __init__(self, u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, width: int,
                  height: int, near: float, cull_backfaces: bool) -> None:
-        g = torch.stack([u, v, z], 1)[faces]  # (M, 3 vertices, uvz): one gather
+        m = faces.shape[0]
+        g = torch.stack([u, v, z], 1).index_select(0, faces.reshape(-1)).view(m, 3, 3)  # (M, vertex, uvz)
         uf, vf, zf = g[..., 0], g[..., 1], g[..., 2]
-        keep = zf.amin(1) > near
         eps = _EDGE_EPS
         # pixel j is a candidate when its centre j + 0.5 lies in [umin, umax]
         j0f = torch.ceil(uf.amin(1) - (0.5 + eps))
         j1f = torch.floor(uf.amax(1) - (0.5 - eps))
         i0f = torch.ceil(vf.amin(1) - (0.5 + eps))
         i1f = torch.floor(vf.amax(1) - (0.5 - eps))
-        keep &= (j1f >= j0f) & (i1f >= i0f) & (j1f >= 0) & (i1f >= 0) & (j0f <= width - 1) & (i0f <= height - 1)
-        fid = keep.nonzero().squeeze(1)
-        self.fid = fid
-        uf, vf, zf = uf[fid], vf[fid], zf[fid]
-        self.j0 = j0f[fid].clamp_min(0).to(torch.int64)
-        self.i0 = i0f[fid].clamp_min(0).to(torch.int64)
-        self.w = j1f[fid].clamp_max(width - 1).to(torch.int64) - self.j0 + 1
-        self.h = i1f[fid].clamp_max(height - 1).to(torch.int64) - self.i0 + 1
         area = (uf[:, 1] - uf[:, 0]) * (vf[:, 2] - vf[:, 0]) - (vf[:, 1] - vf[:, 0]) * (uf[:, 2] - uf[:, 0])
-        ok = area != 0
+        keep = (zf.amin(1) > near) & (j1f >= j0f) & (i1f >= i0f) & (j1f >= 0) & (i1f >= 0)
+        keep &= (j0f <= width - 1) & (i0f <= height - 1) & (area != 0)
         if cull_backfaces:
             # front-facing = counter-clockwise as seen in the image (y down) = negative area here
-            ok &= area < 0
-        if not bool(ok.all()):
-            sub = ok.nonzero().squeeze(1)
-            self.fid, self.j0, self.i0, self.w, self.h = (t[sub] for t in (self.fid, self.j0, self.i0, self.w, self.h))
-            uf, vf, zf, area = uf[sub], vf[sub], zf[sub], area[sub]
-        f = faces[self.fid]
+            keep &= area < 0
+        fid = keep.nonzero().squeeze(1)
+        # one gather for the kept faces, bounding boxes recomputed for them only
+        pack = g.reshape(m, 9).index_select(0, fid)
+        uf, vf, zf = pack[:, 0:9:3], pack[:, 1:9:3], pack[:, 2:9:3]
+        j0 = torch.ceil(uf.amin(1) - (0.5 + eps)).clamp_min(0).to(torch.int64)
+        i0 = torch.ceil(vf.amin(1) - (0.5 + eps)).clamp_min(0).to(torch.int64)
+        w = torch.floor(uf.amax(1) - (0.5 - eps)).clamp_max(width - 1).to(torch.int64) - j0 + 1
+        h = torch.floor(vf.amax(1) - (0.5 - eps)).clamp_max(height - 1).to(torch.int64) - i0 + 1
+        area = area.index_select(0, fid)
+        f = faces.index_select(0, fid)
         sgn = torch.where(area > 0, 1.0, -1.0)
-        # edge k is opposite vertex k: (1,2), (2,0), (0,1); computed from its lower-index vertex
+        # edge k is opposite vertex k: (1,2), (2,0), (0,1); computed from its lower-index vertex so that two
+        # faces sharing an edge evaluate exactly opposite edge functions
         a_i, b_i = [1, 2, 0], [2, 0, 1]
         swap = f[:, a_i] > f[:, b_i]
         ua, va, ub, vb = uf[:, a_i], vf[:, a_i], uf[:, b_i], vf[:, b_i]
-        self.su = torch.where(swap, ub, ua)
-        self.sv = torch.where(swap, vb, va)
-        self.du = torch.where(swap, ua, ub) - self.su
-        self.dv = torch.where(swap, va, vb) - self.sv
+        su = torch.where(swap, ub, ua)
+        sv = torch.where(swap, vb, va)
+        du = torch.where(swap, ua, ub) - su
+        dv = torch.where(swap, va, vb) - sv
         esign = torch.where(swap, -1.0, 1.0)  # E_face = esign * E_canonical
-        self.osign = esign * sgn[:, None]  # inside <=> osign * E_canonical >= tol
-        self.coef = esign / (zf * area[:, None])  # 1 / z = sum_k coef_k * E_canonical_k
+        osign = esign * sgn[:, None]  # inside <=> osign * E_canonical >= tol
+        coef = esign / (zf * area[:, None])  # 1 / z = sum_k coef_k * E_canonical_k
         # inclusive edges with a tolerance of _EDGE_EPS px (unproject -> project round trips land pixel centres
         # a few ulps off the boundary of a mesh built from a depth map)
-        self.tol = -eps * torch.sqrt(self.du * self.du + self.dv * self.dv)
+        tol = -eps * torch.sqrt(du * du + dv * dv)
+        # bucket by power-of-two bounding box size
+        lw = torch.ceil(torch.log2(w.float())).to(torch.int64).clamp(0, _MAX_LEVEL)
+        lh = torch.ceil(torch.log2(h.float())).to(torch.int64).clamp(0, _MAX_LEVEL)
+        lw = lw + ((1 << lw) < w).long()  # guard against log2 rounding at exact powers of two
+        lh = lh + ((1 << lh) < h).long()
+        bucket = lw * 32 + lh
+        order = torch.argsort(bucket)
+        self.fp = torch.cat([su, sv, du, dv, osign, coef, tol], 1).index_select(0, order)
+        self.ip = torch.stack([j0, i0, w, h, fid], 1).index_select(0, order)
+        self.buckets, self.counts = torch.unique_consecutive(bucket.index_select(0, order), return_counts=True)
+
+    @property
+    def n(self) -> int:
+        return int(self.ip.shape[0])
 
 
 def _rasterize_keys(setup: _FaceSetup, width: int, height: int, chunk: int) -> torch.Tensor:
-    device = setup.fid.device
+    device = setup.ip.device
     keys = torch.full((height * width,), _KEY_EMPTY, dtype=torch.int64, device=device)
-    n = setup.fid.numel()
-    if n == 0:
+    if setup.n == 0:
         return keys
-    lw = torch.ceil(torch.log2(setup.w.float())).to(torch.int64).clamp(0, _MAX_LEVEL)
-    lh = torch.ceil(torch.log2(setup.h.float())).to(torch.int64).clamp(0, _MAX_LEVEL)
-    # exact powers of two can round badly in log2; fix up so that 2**l >= size
-    lw = lw + ((1 << lw) < setup.w).long()
-    lh = lh + ((1 << lh) < setup.h).long()
-    bucket = lw * 32 + lh
-    order = torch.argsort(bucket)
-    sorted_b = bucket[order]
-    uniq, counts = torch.unique_consecutive(sorted_b, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    for b, st, cnt in zip(uniq.tolist(), starts.tolist(), counts.tolist(), strict=True):
+    st = 0
+    for b, cnt in zip(setup.buckets.tolist(), setup.counts.tolist(), strict=True):
         sx, sy = 1 << (b // 32), 1 << (b % 32)
         ncand = sx * sy
         per = max(1, chunk // ncand)
         dy = torch.arange(sy, device=device).repeat_interleave(sx)
         dx = torch.arange(sx, device=device).repeat(sy)
         for c0 in range(st, st + cnt, per):
-            sel = order[c0:min(c0 + per, st + cnt)]
-            _raster_chunk(setup, sel, dx, dy, width, keys)
+            c1 = min(c0 + per, st + cnt)
+            _raster_chunk(setup.fp[c0:c1], setup.ip[c0:c1], dx, dy, width, keys)
+        st += cnt
     return keys
 
 
-def _raster_chunk(setup: _FaceSetup, sel: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, width: int,
+def _raster_chunk(fp: torch.Tensor, ip: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, width: int,
                   keys: torch.Tensor) -> None:
-    if dx.numel() == 1:
-        pj = setup.j0[sel][:, None]
-        pi = setup.i0[sel][:, None]
+    ncand = dx.numel()
+    j0, i0 = ip[:, 0:1], ip[:, 1:2]
+    if ncand == 1:
+        pj, pi = j0, i0
         inside = None
     else:
-        pj = setup.j0[sel][:, None] + dx
-        pi = setup.i0[sel][:, None] + dy
-        inside = (dx < setup.w[sel][:, None]) & (dy < setup.h[sel][:, None])
+        pj = j0 + dx
+        pi = i0 + dy
+        inside = (dx < ip[:, 2:3]) & (dy < ip[:, 3:4])
     pu = pj.float() + 0.5  # (F, C)
     pv = pi.float() + 0.5
-    su, sv, du, dv = setup.su[sel], setup.sv[sel], setup.du[sel], setup.dv[sel]  # (F, 3)
-    osign, coef, tol = setup.osign[sel], setup.coef[sel], setup.tol[sel]
     invz = None
     for k in range(3):
-        ec = du[:, k:k + 1] * (pv - sv[:, k:k + 1]) - dv[:, k:k + 1] * (pu - su[:, k:k + 1])  # canonical
-        ins = ec * osign[:, k:k + 1] >= tol[:, k:k + 1]
+        su, sv, du, dv = fp[:, k:k + 1], fp[:, 3 + k:4 + k], fp[:, 6 + k:7 + k], fp[:, 9 + k:10 + k]
+        osign, coef, tol = fp[:, 12 + k:13 + k], fp[:, 15 + k:16 + k], fp[:, 18 + k:19 + k]
+        ec = du * (pv - sv) - dv * (pu - su)  # canonical edge function
+        ins = ec * osign >= tol
         inside = ins if inside is None else inside & ins
-        t = ec * coef[:, k:k + 1]
+        t = ec * coef
         invz = t if invz is None else invz + t
     inside &= invz > 0
-    zpix = 1.0 / invz[inside]
-    pix = (pi * width + pj)[inside]
-    fidx = setup.fid[sel][:, None].expand_as(pj)[inside]
+    sel = inside.reshape(-1).nonzero().squeeze(1)
+    zpix = 1.0 / invz.reshape(-1).index_select(0, sel)
+    pix = (pi * width + pj).reshape(-1).index_select(0, sel)
+    fidx = ip[:, 4].index_select(0, torch.div(sel, ncand, rounding_mode="floor") if ncand > 1 else sel)
     key = (zpix.view(torch.int32).to(torch.int64) << 32) | fidx
     keys.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
 
@@ -209,25 +221,23 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: fl
     keys = _rasterize_keys(setup, w, h, chunk)
     covered = keys != _KEY_EMPTY
     pix = covered.nonzero().squeeze(1)
-    face = (keys[pix] & 0xFFFFFFFF)
-    fv = faces[face]  # (P, 3)
+    face = keys.index_select(0, pix) & 0xFFFFFFFF
+    p = pix.numel()
+    fv = faces.index_select(0, face)  # (P, 3)
+    g = torch.stack([u, v, z], 1).index_select(0, fv.reshape(-1)).view(p, 3, 3)
+    uf, vf, zf = g[..., 0], g[..., 1], g[..., 2]
     pu = (pix % w).float() + 0.5
     pv = torch.div(pix, w, rounding_mode="floor").float() + 0.5
-    uf, vf, zf = u[fv], v[fv], z[fv]
     l0 = (uf[:, 2] - uf[:, 1]) * (pv - vf[:, 1]) - (vf[:, 2] - vf[:, 1]) * (pu - uf[:, 1])
     l1 = (uf[:, 0] - uf[:, 2]) * (pv - vf[:, 2]) - (vf[:, 0] - vf[:, 2]) * (pu - uf[:, 2])
     l2 = (uf[:, 1] - uf[:, 0]) * (pv - vf[:, 0]) - (vf[:, 1] - vf[:, 0]) * (pu - uf[:, 0])
-    pb = torch.stack([l0 / zf[:, 0], l1 / zf[:, 1], l2 / zf[:, 2]], dim=1)
-    s = pb.sum(1, keepdim=True)
-    bary_p = (pb / s).clamp(0.0, 1.0)
+    pb = torch.stack([l0, l1, l2], dim=1) / zf
+    bary_p = (pb / pb.sum(1, keepdim=True)).clamp(0.0, 1.0)
     bary_p = bary_p / bary_p.sum(1, keepdim=True)
     depth_p = (bary_p * zf).sum(1)  # perspective-correct barycentrics interpolate z linearly
-    face_index = torch.full((h * w,), -1, dtype=torch.int64, device=device)
-    face_index[pix] = face
-    bary = torch.zeros(h * w, 3, device=device)
-    bary[pix] = bary_p
-    depth = torch.zeros(h * w, device=device)
-    depth[pix] = depth_p
+    face_index = torch.full((h * w,), -1, dtype=torch.int64, device=device).index_copy_(0, pix, face)
+    bary = torch.zeros(h * w, 3, device=device).index_copy_(0, pix, bary_p)
+    depth = torch.zeros(h * w, device=device).index_copy_(0, pix, depth_p)
     return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w)
 
 
@@ -281,10 +291,12 @@ def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = 
         face_index, bary, depth = rasterize(verts, faces, rcam, near=near, cull_backfaces=cull_backfaces,
                                             chunk=chunk)
     cov = face_index >= 0
-    image = torch.zeros(rcam.height, rcam.width, 3, device=device)
-    if cov.any():
-        fv = faces[face_index[cov]]
-        image[cov] = (colors[fv] * bary[cov][..., None]).sum(1)
+    hw = rcam.height * rcam.width
+    pix = cov.reshape(-1).nonzero().squeeze(1)
+    fv = faces.index_select(0, face_index.reshape(-1).index_select(0, pix))  # (P, 3)
+    cols = colors.float().index_select(0, fv.reshape(-1)).view(-1, 3, 3)
+    rgb = (cols * bary.reshape(hw, 3).index_select(0, pix)[..., None]).sum(1)
+    image = torch.zeros(hw, 3, device=device).index_copy_(0, pix, rgb).view(rcam.height, rcam.width, 3)
     if s > 1:
         h, w = cam.height, cam.width
         image = _masked_downsample(image, cov, s)

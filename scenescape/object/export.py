@@ -4,8 +4,9 @@
   marching cubes (``skimage.measure.marching_cubes``) at a chosen or automatic iso-level, drop small
   floating components, colour the vertices with the albedo. Returns a
   :class:`scenescape.geometry.mesh.SceneMesh` (world coordinates, OpenCV axes).
-* :func:`auto_threshold` -- Otsu's threshold of ``log(1 + density)`` over the grid: the level that
-  best separates empty space from the object (the density field of a converged NeRF is bimodal).
+* :func:`auto_threshold` -- Otsu's split of ``log(1 + density)`` over the grid separates empty space
+  from the object (the density of a converged NeRF is bimodal); the level is then the midpoint of
+  the two classes' median densities.
 * :func:`orbit_video` -- RGB next to normals (or depth) on a circle of cameras.
 * :func:`export_run_outputs` -- everything a run folder gets: ``mesh.{glb,obj,ply}``, ``video.mp4``.
 
@@ -45,7 +46,11 @@ def density_grid(fld: Any, resolution: int = 128, bound: float | None = None, ch
 
 
 def auto_threshold(grid: np.ndarray) -> float:
-    """Iso-level separating empty space from the object: Otsu's method on ``log1p(density)``."""
+    """Iso-level separating empty space from the object.
+
+    Otsu's method on ``log1p(density)`` splits the grid values into empty and solid; the level is the
+    midpoint of the two classes' median densities.
+    """
     v = np.log1p(np.clip(grid.reshape(-1).astype(np.float64), 0, None))
     lo, hi = float(v.min()), float(v.max())
     if hi - lo < 1e-9:
@@ -61,7 +66,11 @@ def auto_threshold(grid: np.ndarray) -> float:
         between = (mt * w0 - m0) ** 2 / (w0 * w1)
     between = np.nan_to_num(between, nan=-1.0, posinf=-1.0)
     k = int(np.argmax(between[:-1]))
-    return float(np.expm1(edges[k + 1]))
+    split = edges[k + 1]
+    d = np.expm1(v)
+    # Midway (in density) between the typical empty and the typical solid value: the iso-surface of a
+    # smooth step then sits at its middle rather than at Otsu's log-space split.
+    return float(0.5 * (np.median(d[v < split]) + np.median(d[v >= split])))
 
 
 def remove_small_components(faces: np.ndarray, n_vertices: int, min_fraction: float) -> np.ndarray:
@@ -116,7 +125,7 @@ def extract_mesh(fld: Any, resolution: int = 128, threshold: float | None = None
         raise ValueError(f"mesh threshold {level:.4g} is outside the density range "
                          f"[{grid.min():.4g}, {grid.max():.4g}]; choose output.mesh_threshold inside it")
     spacing = (2 * bound / (resolution - 1),) * 3
-    verts, faces, _, _ = marching_cubes(grid, level=level, spacing=spacing, gradient_direction="descent")
+    verts, faces, _, _ = marching_cubes(grid, level=level, spacing=spacing, gradient_direction="ascent")
     verts = (verts - bound).astype(np.float32)
     faces = remove_small_components(faces.astype(np.int64), verts.shape[0], min_component)
     if faces.shape[0] == 0:

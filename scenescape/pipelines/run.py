@@ -13,11 +13,12 @@ Layout (``NNNN`` = zero-padded frame index)::
       video.mp4            H.264 walkthrough
       mesh.ply, mesh.glb   the scene mesh with vertex colours
       manifest.json        versions, timings per stage, backends used, seed
-      checkpoint/          state.json + mesh-NNNN.npz + extra-NNNN.npz (resume)
+      checkpoint/          state.json + mesh-NNNN.npz (+ mesh-delta-NNNN.npz, extra-NNNN.npz) (resume)
 
-Checkpoints: after frame ``i`` the mesh is saved as ``checkpoint/mesh-NNNN.npz`` (atomic), then
-``checkpoint/state.json`` (atomic) is replaced to point at it with its SHA-256; only after that is the
-previous mesh file deleted. A crash at any point leaves a consistent state. A checkpoint that does not
+Checkpoints: after frame ``i`` the mesh is saved - the vertices/faces added since the last checkpoint as
+``checkpoint/mesh-delta-NNNN.npz``, or a full ``mesh-NNNN.npz`` snapshot every 25 frames (atomic) - then
+``checkpoint/state.json`` (atomic) is replaced to list the files with their SHA-256; only after that are
+unreferenced files deleted. A crash at any point leaves a consistent state. A checkpoint that does not
 verify raises :class:`~scenescape.errors.RunError` - a run never silently restarts.
 """
 
@@ -208,34 +209,72 @@ class RunFolder:
         return img, depth, mask
 
     # ------------------------------------------------------------------ checkpoints
+    REBASE_EVERY = 25
+
     def save_checkpoint(self, frame: int, mesh: Any, state: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-        """Checkpoint after ``frame`` completed (see the module docstring for the protocol)."""
+        """Checkpoint after ``frame`` completed (see the module docstring for the protocol).
+
+        The mesh only grows by appending, so most checkpoints write just the vertices, colours and faces
+        added since the previous one (``mesh-delta-NNNN.npz``) on top of a full snapshot
+        (``mesh-NNNN.npz``, rewritten every ``REBASE_EVERY`` frames or whenever the mesh was not a pure
+        append). Every file is listed in ``state.json`` with its SHA-256.
+        """
+        import torch
+
         ck = self.checkpoint_dir
         ck.mkdir(parents=True, exist_ok=True)
         old = self._read_state_raw() if self.state_path.is_file() else None
-        mesh_file = ck / f"mesh-{frame_name(frame)}.npz"
-        mesh.save_npz(mesh_file)  # atomic (SceneMesh.save_npz)
-        files = {"mesh": mesh_file.name}
+        last = getattr(self, "_last_saved", None)
+        v, f, c = mesh.vertices, mesh.faces, mesh.colors
+        appended = (
+            last is not None and old is not None and len(last["deltas"]) < self.REBASE_EVERY
+            and v.shape[0] >= last["v"].shape[0] and f.shape[0] >= last["f"].shape[0]
+            and torch.equal(v[: last["v"].shape[0]], last["v"]) and torch.equal(f[: last["f"].shape[0]], last["f"])
+            and torch.equal(c[: last["c"].shape[0]], last["c"])
+        )
+        sums: dict[str, str] = {}
+        if appended:
+            nv, nf = last["v"].shape[0], last["f"].shape[0]
+            delta = ck / f"mesh-delta-{frame_name(frame)}.npz"
+            from scenescape.io import atomic_path
+
+            with atomic_path(delta) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, vertices=v[nv:].detach().cpu().numpy(), colors=c[nv:].detach().cpu().numpy(),
+                         faces=f[nf:].detach().cpu().numpy())
+            base = last["base"]
+            deltas = [*last["deltas"], delta.name]
+            sums = dict(old.get("sha256") or {})
+            sums[delta.name] = _sha256(delta)
+        else:
+            base_file = ck / f"mesh-{frame_name(frame)}.npz"
+            mesh.save_npz(base_file)  # atomic (SceneMesh.save_npz)
+            base, deltas = base_file.name, []
+            sums[base] = _sha256(base_file)
+        files: dict[str, Any] = {"mesh": base, "deltas": deltas}
         if extra:
             from scenescape.io import atomic_path
 
             extra_file = ck / f"extra-{frame_name(frame)}.npz"
-            with atomic_path(extra_file) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **{k: np.asarray(v) for k, v in extra.items()})
+            with atomic_path(extra_file) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(val) for k, val in extra.items()})
             files["extra"] = extra_file.name
+            sums[extra_file.name] = _sha256(extra_file)
+        referenced = {base, *deltas, *([files["extra"]] if "extra" in files else [])}
         payload = {
             "version": STATE_VERSION,
             "frame": int(frame),
             "files": files,
-            "sha256": {k: _sha256(ck / v) for k, v in files.items()},
+            "sha256": {k: val for k, val in sums.items() if k in referenced},
+            "counts": {"vertices": int(v.shape[0]), "faces": int(f.shape[0])},
             "state": state,
             "time": time.time(),
         }
         write_json(self.state_path, payload)
-        if old is not None:  # the previous checkpoint's files are no longer referenced
-            for name in (old.get("files") or {}).values():
-                if name not in files.values():
-                    (ck / str(name)).unlink(missing_ok=True)
+        # copies, so that an in-place edit of the mesh later is seen as "not a pure append"
+        self._last_saved = {"v": v.clone(), "f": f.clone(), "c": c.clone(), "base": base, "deltas": deltas}
+        for p in ck.iterdir():  # files the new state no longer references (never the temporary ones)
+            if p.suffix == ".npz" and not p.name.startswith(".") and p.name not in referenced:
+                p.unlink(missing_ok=True)
 
     def _read_state_raw(self) -> dict[str, Any]:
         try:
@@ -254,6 +293,8 @@ class RunFolder:
 
         Raises :class:`RunError` when a checkpoint exists but does not verify.
         """
+        import torch
+
         ck = self.checkpoint_dir
         if not self.state_path.is_file():
             leftovers = [p.name for p in ck.glob("*") if not p.name.startswith(".")] if ck.is_dir() else []
@@ -264,22 +305,36 @@ class RunFolder:
         data = self._read_state_raw()
         files = data.get("files") or {}
         sums = data.get("sha256") or {}
-        if "mesh" not in files:
+        base = files.get("mesh")
+        deltas = files.get("deltas") or []
+        if not isinstance(base, str) or not isinstance(deltas, list):
             raise RunError(f"checkpoint '{self.state_path}' names no mesh file: it is corrupt")
-        for key, name in files.items():
-            f = ck / str(name)
-            if not f.is_file():
-                raise RunError(f"checkpoint file '{f}' is missing: the checkpoint is corrupt")
-            if sums.get(key) != _sha256(f):
-                raise RunError(f"checkpoint file '{f}' does not match its checksum: the checkpoint is corrupt")
+        names = [base, *deltas] + ([files["extra"]] if files.get("extra") else [])
+        for name in names:
+            p = ck / str(name)
+            if not p.is_file():
+                raise RunError(f"checkpoint file '{p}' is missing: the checkpoint is corrupt")
+            if sums.get(name) != _sha256(p):
+                raise RunError(f"checkpoint file '{p}' does not match its checksum: the checkpoint is corrupt")
         from scenescape.geometry.mesh import SceneMesh
 
         try:
-            mesh = SceneMesh.load_npz(ck / files["mesh"])
+            mesh = SceneMesh.load_npz(ck / base)
+            if deltas:
+                vs, cs, fs = [mesh.vertices], [mesh.colors], [mesh.faces]
+                for name in deltas:
+                    with np.load(ck / name, allow_pickle=False) as z:
+                        vs.append(torch.from_numpy(z["vertices"]))
+                        cs.append(torch.from_numpy(z["colors"]))
+                        fs.append(torch.from_numpy(z["faces"]))
+                mesh = SceneMesh(torch.cat(vs), torch.cat(fs), torch.cat(cs))
         except Exception as e:
-            raise RunError(f"checkpoint mesh '{ck / files['mesh']}' cannot be read ({e})") from e
+            raise RunError(f"checkpoint mesh in '{ck}' cannot be read ({type(e).__name__}: {e})") from e
+        counts = data.get("counts") or {}
+        if counts and (counts.get("vertices") != mesh.num_vertices or counts.get("faces") != mesh.num_faces):
+            raise RunError(f"checkpoint '{self.state_path}': the mesh files do not add up to the recorded size")
         extra: dict[str, np.ndarray] = {}
-        if "extra" in files:
+        if files.get("extra"):
             with np.load(ck / files["extra"], allow_pickle=False) as z:
                 extra = {k: z[k] for k in z.files}
         return int(data["frame"]), mesh, dict(data.get("state") or {}), extra
