@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from scenescape.config import overrides_to_dict
 from scenescape.synthetic import FIDELITY_BARS, WORLDS, run_fidelity
 
 TRAJECTORIES = ("forward_yaw", "backward")
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["forward_yaw", "backward", "forward", "scenescape"])
     p.add_argument("--dilate", type=int, default=1, help="disocclusion mask dilation in pixels (default 1)")
     p.add_argument("--supersample", type=int, default=1, help="render_mesh supersampling factor (default 1)")
+    p.add_argument("--mask-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra disocclusion_mask option (repeatable), e.g. --mask-opt open_kernel=3")
+    p.add_argument("--extend-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra SceneMesh.from_rgbd/extend_from_rgbd option (repeatable), e.g. --extend-opt max_rel_jump=0.05")
     p.add_argument("--perturbed", type=int, default=4, help="perturbed held-out cameras (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
@@ -130,19 +135,22 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     rk = {"supersample": args.supersample} if args.supersample != 1 else {}
+    mk = overrides_to_dict(args.mask_opt)
+    ek = overrides_to_dict(args.extend_opt)
     results = []
     for world in args.worlds:
         for traj in args.trajectories:
             print(f"[fidelity] {world} / {traj}: {args.size}x{args.size}, {args.frames} frames ...", flush=True)
             r = run_fidelity(world, traj, width=args.size, fx=args.fx, frames=args.frames, dilate=args.dilate,
-                             n_perturbed=args.perturbed, seed=args.seed, render_kwargs=rk)
+                             n_perturbed=args.perturbed, seed=args.seed, render_kwargs=rk, mask_kwargs=mk,
+                             extend_kwargs=ek)
             results.append(r)
             failed = [k for k, b in r["bars"].items() if not b["pass"]]
             print(f"[fidelity]   fuse {r['seconds']['fuse']:.1f}s, eval {r['seconds']['eval']:.1f}s; "
                   f"{'PASS' if not failed else 'FAIL: ' + ', '.join(failed)}", flush=True)
     s0 = results[0]["settings"]
     settings = (f"{s0['width']}x{s0['height']}, fx={s0['fx']:g}, {s0['frames']} frames, dilate={s0['dilate']}, "
-                f"supersample={args.supersample}, held-out cameras per run={s0['held_out']} "
+                f"supersample={args.supersample}, mask options={mk}, mesh options={ek}, held-out cameras per run={s0['held_out']} "
                 f"({s0['frames'] - 1} midpoints + {args.perturbed} perturbed), seed={args.seed}")
     all_pass = all(b["pass"] for r in results for b in r["bars"].values())
     tab = table(results)

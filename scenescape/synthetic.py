@@ -411,12 +411,17 @@ class OracleInpainter:
 # ---------------------------------------------------------------------------------------------- fusion
 def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int = 1, seed: int = 0,
                      render_kwargs: dict[str, Any] | None = None,
-                     progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+                     progress: Callable[[dict[str, Any]], None] | None = None,
+                     mask_kwargs: dict[str, Any] | None = None,
+                     extend_kwargs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """Fuse a mesh along ``cameras`` with the oracle backends (the plain geometric loop).
 
     Frame 0: ``SceneMesh.from_rgbd`` of the ground truth. Each later frame: ``render_mesh`` -> uncovered
     pixels -> ``disocclusion_mask(coverage, dilate)`` -> oracle inpaint + oracle depth ->
     ``mesh.extend_from_rgbd(image, depth, cam, mask, render=out)``.
+
+    ``render_kwargs``, ``mask_kwargs`` and ``extend_kwargs`` are passed to ``render_mesh``,
+    ``disocclusion_mask`` and ``from_rgbd``/``extend_from_rgbd`` (to compare geometry options).
 
     Returns:
         ``(mesh, stats)``; ``stats[i]``: ``frame``, ``missing`` (pixels the render left uncovered),
@@ -435,7 +440,8 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
     rk = dict(render_kwargs or {})
     t0 = time.perf_counter()
     img0, dep0 = w.render(cams[0])
-    mesh = SceneMesh.from_rgbd(img0, dep0, cams[0])
+    mk, ek = dict(mask_kwargs or {}), dict(extend_kwargs or {})
+    mesh = SceneMesh.from_rgbd(img0, dep0, cams[0], **ek)
     n_pix = cams[0].width * cams[0].height
     stats = [{"frame": 0, "missing": n_pix, "mask_pixels": n_pix, "faces_added": int(mesh.faces.shape[0]),
               "faces_per_missing": mesh.faces.shape[0] / n_pix, "seconds": time.perf_counter() - t0}]
@@ -446,13 +452,13 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
         out = render_mesh(mesh, cam, **rk)
         covered = as_tensor(out.mask, dtype=torch.bool)
         missing = int((~covered).sum())
-        mask = as_tensor(disocclusion_mask(covered, dilate=dilate), dtype=torch.bool)
+        mask = as_tensor(disocclusion_mask(covered, dilate=dilate, **mk), dtype=torch.bool)
         n_before = int(mesh.faces.shape[0])
         mask_pixels = int(mask.sum())
         if mask_pixels:
             image = inpainter.inpaint(out.image, mask, cam, "")
             depth = depth_oracle.estimate(image, cam, known_depth=out.depth, known_mask=covered)
-            mesh.extend_from_rgbd(image, depth, cam, mask, render=out)
+            mesh.extend_from_rgbd(image, depth, cam, mask, render=out, **ek)
         added = int(mesh.faces.shape[0]) - n_before
         stats.append({"frame": i, "missing": missing, "mask_pixels": mask_pixels, "faces_added": added,
                       "faces_per_missing": added / missing if missing else float("inf" if added else "nan"),
@@ -604,7 +610,8 @@ def _check_bar(value: float, op: str, bar: Any) -> bool:
 
 def run_fidelity(world: str | World, trajectory: str = "forward_yaw", width: int = 512, height: int | None = None,
                  fx: float | None = None, frames: int = 24, dilate: int = 1, n_perturbed: int = 4, seed: int = 0,
-                 render_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                 render_kwargs: dict[str, Any] | None = None, mask_kwargs: dict[str, Any] | None = None,
+                 extend_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fuse ``world`` along a suggested trajectory with the oracle backends and score it.
 
     ``trajectory`` is a :func:`suggest_trajectory` kind (the same path for any ``frames``). ``fx`` defaults
@@ -620,7 +627,8 @@ def run_fidelity(world: str | World, trajectory: str = "forward_yaw", width: int
     cam0 = default_camera(w, width, height, fx)
     cams = build_trajectory(suggest_trajectory(w, trajectory, frames), cam0, frames)
     t0 = time.perf_counter()
-    mesh, stats = fuse_with_oracle(w, cams, dilate=dilate, render_kwargs=render_kwargs)
+    mesh, stats = fuse_with_oracle(w, cams, dilate=dilate, render_kwargs=render_kwargs, mask_kwargs=mask_kwargs,
+                                   extend_kwargs=extend_kwargs)
     t_fuse = time.perf_counter() - t0
     held = held_out_cameras(cams, n_perturbed=n_perturbed, seed=seed)
     t0 = time.perf_counter()
@@ -650,7 +658,8 @@ def run_fidelity(world: str | World, trajectory: str = "forward_yaw", width: int
     return {
         "world": w.name, "trajectory": trajectory,
         "settings": {"width": width, "height": height, "fx": fx, "frames": frames, "dilate": dilate,
-                     "held_out": len(held), "seed": seed, "render_kwargs": dict(render_kwargs or {})},
+                     "held_out": len(held), "seed": seed, "render_kwargs": dict(render_kwargs or {}),
+                     "mask_kwargs": dict(mask_kwargs or {}), "extend_kwargs": dict(extend_kwargs or {})},
         "fuse_stats": stats, "eval": ev, "figures": figures, "bars": bars,
         "seconds": {"fuse": t_fuse, "eval": t_eval},
     }

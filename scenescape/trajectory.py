@@ -411,7 +411,7 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
     Args:
         spec: a preset name, a :class:`TrajectoryConfig` (whose ``name`` may also be a file path), a
             path to a trajectory file (segments, explicit cameras or a nerfstudio camera path), a list
-            of segments or a list of cameras.
+            of segments or of cameras, or already-loaded file data (dicts as in the file formats).
         start_camera: the first camera of preset trajectories (its intrinsics are kept).
         frames: number of cameras. Required for a single preset; for files and lists it may be
             omitted (all cameras) or be at most the file's count (the first ``frames`` are used).
@@ -436,9 +436,13 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
         if frames is None:
             raise ValueError(f"trajectory '{spec}': the number of frames is not set")
         return run_preset(str(spec), start_camera, _check_n(frames), {}, scene_scale)
+    if isinstance(spec, dict):
+        return build_trajectory(parse_trajectory_data(spec), start_camera, frames, scene_scale)
     items = list(spec)
     if not items:
         raise ValueError("trajectory: empty list of segments/cameras")
+    if all(isinstance(c, dict) for c in items):
+        return build_trajectory(parse_trajectory_data(items), start_camera, frames, scene_scale)
     if all(isinstance(c, Camera) for c in items):
         cams = items
     elif all(isinstance(s, TrajectoryConfig) for s in items):

@@ -301,3 +301,25 @@ def test_bad_inputs_raise_value_error_naming_the_argument_and_leave_mesh_unchang
         mesh.extend_from_rgbd(img, depth, cam, mask, max_rel_jump=-1)
     with pytest.raises(ValueError, match="unknown"):
         mesh.extend_from_rgbd(img, depth, cam, mask, max_rel_jmp=0.1)
+
+
+def test_grazing_and_relative_jump_filters_follow_their_options():
+    cam = cam_at()
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    img = torch.full((H, W, 3), 0.5)
+    # a plane seen almost edge-on: z = 2 / (1 - k x / z) -> per-pixel relative steps of ~k/F
+    k = 0.99
+    xr = (u - cam.cx) / cam.fx
+    depth = 2.0 / (1.0 - k * xr / xr.abs().max())
+    mesh_default = SceneMesh.from_rgbd(img, depth, cam)
+    mesh_keep = SceneMesh.from_rgbd(img, depth, cam, min_cos=0.0, max_rel_jump=10.0)
+    assert mesh_keep.num_faces == 2 * (H - 1) * (W - 1)
+    assert mesh_default.num_faces < mesh_keep.num_faces  # the most grazing part is dropped
+    # the kept faces all satisfy the documented criteria
+    p = mesh_default.vertices[mesh_default.faces]
+    n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    r = p.mean(1)
+    cos = (n * r).sum(-1).abs() / (n.norm(dim=-1) * r.norm(dim=-1))
+    assert float(cos.min()) >= 0.04
+    z = p[..., 2]
+    assert float((z.amax(1) / z.amin(1)).max()) <= 1.1

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from scenescape.geometry.mesh import SceneMesh
-from scenescape.object.export import auto_threshold, extract_mesh, remove_small_components, sphere_radius_error
+from scenescape.object.export import (
+    auto_threshold,
+    extract_mesh,
+    remove_small_components,
+    sphere_radius_error,
+)
 
 
 class SphereDensity(nn.Module):
@@ -85,6 +90,7 @@ def test_exported_mesh_reloads_with_its_colours(tmp_path, fmt):
     if fmt == "glb":
         import trimesh
 
-        tm = trimesh.load(str(path), force="mesh", process=False)
-        rgba = np.asarray(tm.visual.vertex_colors)
+        scene = trimesh.load(str(path), process=False)
+        (geom,) = scene.geometry.values()
+        rgba = np.asarray(geom.visual.vertex_attributes["color"])  # glTF COLOR_0
         assert {tuple(c[:3]) for c in rgba} == {(255, 0, 0), (0, 0, 255)}

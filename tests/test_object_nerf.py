@@ -160,3 +160,14 @@ def test_bad_config_values_are_clear_errors(override, word):
 
     with pytest.raises(ConfigError, match=word):
         ObjectConfig.load(None, [override])
+
+
+def test_every_object_preset_loads():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs" / "object").glob("*.yaml"))
+    assert {p.name for p in presets} >= {"sds-cpu-small.yaml", "sds-gpu.yaml", "sjc-gpu.yaml", "analytic-cpu.yaml"}
+    for p in presets:
+        cfg = ObjectConfig.load(p)
+        assert cfg.guidance.name in ("stable_diffusion", "analytic"), p
+    assert ObjectConfig.load(presets[-1].parent / "sjc-gpu.yaml").guidance.options["mode"] == "sjc"

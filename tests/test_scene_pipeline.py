@@ -346,3 +346,48 @@ def test_pipeline_input_errors_are_clear():
         pipe.run(init_image=img, progress=False)  # completion cannot make a first depth
     with pytest.raises(ValueError, match="RGB"):
         pipe.run(init_image=np.ones((32, 32, 2)), progress=False)
+
+
+class _SpyInpainter:
+    """Returns noise inside the mask and records what it was given (the render with the mask cut out)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def inpaint(self, image, mask, camera, prompt, seed=None):
+        image, mask = np.asarray(image), np.asarray(mask)
+        self.calls.append((image.copy(), mask.copy(), seed))
+        noise = np.random.default_rng(seed).random(image.shape).astype(np.float32)
+        return np.where(mask[..., None], noise, image)
+
+
+def test_known_pixels_stay_exactly_the_rendered_ones_and_seeds_are_per_frame():
+    from scenescape.synthetic import default_camera, make_world
+
+    cam0 = default_camera("room", 64, 64, 62.5)
+    img, dep = make_world("room").render(cam0)
+    spy = _SpyInpainter()
+    cfg = SceneConfig.load(None, ["width=64", "height=64", "focal=62.5", "frames=4", "scene_scale=1.0", "seed=11",
+                                  "trajectory.name=forward_yaw", "trajectory.params={step: 0.05}",
+                                  "mask.opening=3", "mask.supersample=2", "mask.border_fix=true",
+                                  "mask.border_pad=16"])
+    res = ScenePipeline(depth=DepthCompletion(), inpainter=spy, config=cfg).run(
+        init_image=img, init_depth=dep, start_camera=cam0, progress=False)
+    assert len(spy.calls) == 3
+    from scenescape.backends import seed_for_frame
+
+    for i, (given, inpaint_mask, seed) in enumerate(spy.calls, start=1):
+        new = res.masks[i]
+        assert seed == seed_for_frame(11, i)
+        assert np.array_equal(res.frames[i][~new], given[~new])  # exactly the render outside the new pixels
+        assert (inpaint_mask <= new).all()  # opening: slivers are Telea-filled, not inpainted
+        far = new & (composite_distance(new) > 3)
+        assert np.allclose(res.frames[i][far], np.random.default_rng(seed).random(given.shape)[far], atol=1e-6)
+        d = res.depths[i]
+        assert np.isfinite(d).all() and (d > 0).all()
+
+
+def composite_distance(mask):
+    import cv2
+
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)

@@ -88,6 +88,8 @@ def test_segments_compose_continuously():
     assert torch.allclose(cams[4].center, start.center + 0.2 * view, atol=1e-5)
     assert torch.allclose(cams[5].center, cams[4].center + 0.05 * right, atol=1e-5)
     assert len(build_trajectory(segs, start, frames=7)) == 7
+    as_dicts = [{"preset": g.name, "frames": g.frames, "params": g.params} for g in segs]  # loaded YAML data
+    assert build_trajectory(as_dicts, start) == cams
     with pytest.raises(ValueError, match="15 cameras"):
         build_trajectory(segs, start, frames=16)
 

@@ -319,7 +319,7 @@ class SceneMesh:
         self.vertices = torch.cat([self.vertices, new_v.float()])
         self.colors = torch.cat([self.colors, new_c])
         self.faces = torch.cat([self.faces, faces])
-        return ExtendStats(vertices_added=int(new_pix.numel()), faces_added=int(faces.shape[0]),
+        return ExtendStats(vertices_added=int(new_v.shape[0]), faces_added=int(faces.shape[0]),
                            faces_dropped=dropped, seam_vertices=seam, pixels=int(m.sum()))
 
     # ------------------------------------------------------------------ conversions

@@ -194,8 +194,12 @@ class OutputConfig:
             raise ValueError(f"output.mesh_formats: unknown format(s) {bad}; use glb, obj, ply")
 
 
-def _default_guidance() -> BackendConfig:
-    return BackendConfig(name="stable_diffusion", options={})
+@dataclass
+class GuidanceConfig(BackendConfig):
+    """The score model: ``name`` (``stable_diffusion``, ``analytic`` or ``package.module:Class``) and
+    its ``options`` (validated against the backend's ``Config``, e.g. ``mode``, ``guidance_scale``, ``model``)."""
+
+    name: str = "stable_diffusion"
 
 
 @dataclass
@@ -214,7 +218,7 @@ class ObjectConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    guidance: BackendConfig = field(default_factory=_default_guidance)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -424,11 +428,11 @@ class ObjectPipeline:
             start, losses = int(ck["step"]), list(ck["losses"])
         elif resume:
             raise RunError(f"cannot resume: '{ck_path}' does not exist")
+        guidance = self.build_guidance()  # bad guidance options fail before anything is written
         out.mkdir(parents=True, exist_ok=True)
         from scenescape.config import save_yaml
 
         save_yaml(cfg, out / "config.yaml")
-        guidance = self.build_guidance()
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         t0 = time.time()
         bar = None

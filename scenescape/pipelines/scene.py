@@ -112,6 +112,8 @@ class OutputConfig:
     depth_png: bool = True
     checkpoint: bool = True
     """Checkpoint after every frame (needed for --resume)."""
+    async_write: bool = True
+    """Write frames and checkpoints on a background thread (in order), overlapping the next frame."""
 
     def __post_init__(self) -> None:
         if self.fps <= 0:
@@ -323,6 +325,71 @@ def _telea(image: np.ndarray, mask: np.ndarray, radius: float = 3.0) -> np.ndarr
 STAGES = ("render", "mask", "inpaint", "depth", "align", "extend", "write", "checkpoint")
 
 
+class _Persist:
+    """Writes each finished frame and then its checkpoint, in that order, on one background thread
+    (``output.async_write``) so that PNG encoding and mesh saving overlap the next frame's work.
+
+    A checkpoint for frame ``i`` is only written after frame ``i``'s files, so a resume never points past
+    what is on disk. Errors surface at the next call or at :meth:`close`.
+    """
+
+    def __init__(self, pipe: ScenePipeline, run: Any, asynchronous: bool):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pipe = pipe
+        self.run = run
+        self.lock = threading.Lock()
+        self.timings = {"write": 0.0, "checkpoint": 0.0}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="scenescape-writer") if asynchronous else None
+        self.futures: list[Any] = []
+
+    def submit(self, i: int, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, mesh: Any,
+               state: dict[str, Any], extra: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        self._check()
+        snap = (mesh.vertices.clone(), mesh.faces.clone(), mesh.colors.clone())  # the mesh as of frame i
+        job = (i, image, depth, mask, snap, state, extra)
+        if self.pool is None:
+            self._write(*job)
+        else:
+            self.futures.append(self.pool.submit(self._write, *job))
+
+    def _write(self, i: int, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, snap: tuple, state: dict,
+               extra: dict) -> None:
+        from scenescape.geometry.mesh import SceneMesh
+
+        cfg = self.pipe.config
+        t = time.perf_counter()
+        self.run.save_frame(i, image, depth, mask, depth_png=cfg.output.depth_png)
+        t2 = time.perf_counter()
+        if cfg.output.checkpoint:
+            mesh = SceneMesh(*snap, device=snap[0].device)
+            with self.lock:
+                state = dict(state, timings={**state["timings"], **self.timings})
+            self.run.save_checkpoint(i, mesh, state, extra)
+        t3 = time.perf_counter()
+        with self.lock:
+            self.timings["write"] += t2 - t
+            self.timings["checkpoint"] += t3 - t2
+
+    def _check(self) -> None:
+        done = [f for f in self.futures if f.done()]
+        for f in done:
+            f.result()  # re-raise a writer error here
+        self.futures = [f for f in self.futures if not f.done()]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            try:
+                for f in self.futures:
+                    f.result()
+            finally:
+                self.pool.shutdown(wait=True)
+                self.futures = []
+
+
 class ScenePipeline:
     """The SceneScape loop over any depth / inpainter / text-to-image backends.
 
@@ -456,7 +523,7 @@ class ScenePipeline:
             from scenescape.pipelines.run import RunFolder
 
             run = RunFolder.create(out_dir, overwrite=overwrite)
-            save_yaml(cfg, run.config_path)
+            save_yaml(dataclasses.replace(cfg, prompt=prompt), run.config_path)  # resolved, with the prompt
             run.save_inputs(init_image, init_depth, cam0)
 
         # ---- state: fresh or from the checkpoint ----------------------------------------------
@@ -487,6 +554,7 @@ class ScenePipeline:
 
         bar = None
         t_loop = time.perf_counter()
+        persist = _Persist(self, run, cfg.output.async_write)
         try:
             if start_index == 0:
                 t0 = time.perf_counter()
@@ -506,12 +574,9 @@ class ScenePipeline:
                 masks.append(m0)
                 prev = {"image": image0, "depth": depth0}
                 if run is not None:
-                    t1 = time.perf_counter()
                     run.save_cameras(cams)
-                    run.save_frame(0, image0, depth0, m0, depth_png=cfg.output.depth_png)
-                    timings["write"] += time.perf_counter() - t1
                 frame_times.append(time.perf_counter() - t0)
-                self._checkpoint(run, 0, mesh, timings, frame_times, prev)
+                persist.submit(0, image0, depth0, m0, mesh, self._state(timings, frame_times), self._extra(prev))
                 if on_frame is not None:
                     on_frame(0, frame_times[-1])
                 start_index = 1
@@ -527,12 +592,8 @@ class ScenePipeline:
                 depths.append(depth)
                 masks.append(mask)
                 prev = {"image": image, "depth": depth}
-                if run is not None:
-                    t1 = time.perf_counter()
-                    run.save_frame(i, image, depth, mask, depth_png=cfg.output.depth_png)
-                    timings["write"] += time.perf_counter() - t1
                 frame_times.append(time.perf_counter() - t0)
-                self._checkpoint(run, i, mesh, timings, frame_times, prev)
+                persist.submit(i, image, depth, mask, mesh, self._state(timings, frame_times), self._extra(prev))
                 if on_frame is not None:
                     on_frame(i, frame_times[-1])
                 if bar is not None:
@@ -541,6 +602,9 @@ class ScenePipeline:
         finally:
             if bar is not None:
                 bar.close()
+            persist.close()  # everything finished is on disk (also when the loop raised)
+        for k, v in persist.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
 
         result = SceneResult(mesh=mesh, frames=frames, depths=depths, masks=masks, cameras=list(cams),
                              timings=timings, frame_times=frame_times, run_dir=run.path if run else None)
@@ -757,17 +821,12 @@ class ScenePipeline:
         out_depth = np.where(new_mask, depth, np.where(rvalid, rdepth, depth)).astype(np.float32)
         return image.astype(np.float32), out_depth, new_mask, mesh
 
-    def _checkpoint(self, run: Any, i: int, mesh: Any, timings: dict[str, float], frame_times: list[float],
-                    prev: dict[str, Any]) -> None:
-        if run is None or not self.config.output.checkpoint:
-            return
-        t = time.perf_counter()
-        extra = {}
-        if self.config.mask.border_fix:
-            extra = {"depth": prev["depth"]}
-        state = {"timings": timings, "frame_times": frame_times, "seed": self.config.seed}
-        run.save_checkpoint(i, mesh, state, extra)
-        timings["checkpoint"] += time.perf_counter() - t
+    def _state(self, timings: dict[str, float], frame_times: list[float]) -> dict[str, Any]:
+        """Loop state stored with a checkpoint (copies: the loop goes on while it is written)."""
+        return {"timings": dict(timings), "frame_times": list(frame_times), "seed": self.config.seed}
+
+    def _extra(self, prev: dict[str, Any]) -> dict[str, Any]:
+        return {"depth": prev["depth"]} if self.config.mask.border_fix else {}
 
     def _finish_run(self, run: Any, result: SceneResult, prompt: str, loop_s: float) -> None:
         from scenescape.pipelines.run import package_versions
