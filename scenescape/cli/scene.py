@@ -143,7 +143,7 @@ def _report(result: Any, quiet: bool) -> None:
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, metavar="[PROMPT] [KEY=VALUE]...")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML preset (see configs/).")
 @click.option("--image", type=click.Path(dir_okay=False), help="Start from this photo.")
 @click.option("--init-depth", type=click.Path(dir_okay=False), help="Z-depth of --image (.npy, or 16-bit PNG in mm).")
@@ -282,7 +282,7 @@ def demo_config(frames: int = 60, size: int = 512, overrides: list[str] | None =
 
 
 @click.command()
-@click.argument("overrides", nargs=-1)
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/demo-<time>).")
 @click.option("--frames", type=int, default=60, show_default=True)
 @click.option("--size", type=int, default=512, show_default=True, help="Width and height in pixels.")
@@ -321,7 +321,7 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
 @click.argument("mesh_path", metavar="MESH", type=click.Path(dir_okay=False))
 @click.option("--trajectory", required=True, help="Preset name or trajectory file (explicit cameras, segments).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Video (.mp4 or .gif).")
-@click.option("--frames", type=int, default=60, show_default=True, help="Frames for a preset trajectory.")
+@click.option("--frames", type=int, help="Number of frames (default: 60 for a preset, all of a file's cameras).")
 @click.option("--camera", "camera_path", type=click.Path(dir_okay=False),
               help="Start camera JSON; default: the first camera of the run folder's cameras.json next to MESH, "
                    "else a 512x512 camera (focal 500) at the origin.")
@@ -357,6 +357,10 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
         z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
         z = z[z > 0]
         scene_scale = float(z.median()) if z.numel() else 1.0
+    from scenescape.trajectory import _looks_like_path
+
+    if frames is None and not _looks_like_path(trajectory):
+        frames = 60
     cams = build_trajectory(trajectory, start, frames, scene_scale)
     images = []
     it = cams
