@@ -22,7 +22,7 @@ def main(out_dir: str | Path, size: int = 512, frames: int = 60):
     cam0 = default_camera(world, size, size, 500.0 * size / 512)
     image, depth = world.render(cam0)  # (H, W, 3) in [0, 1] and (H, W) z-depth
     traj = suggest_trajectory(world, "forward_yaw")
-    traj.params["step"] = 0.04
+    traj.params["step"] = 0.03
     cameras = build_trajectory(traj, cam0, frames)  # world units: scene_scale 1
     pipe = ScenePipeline(
         depth=DepthCompletion(),

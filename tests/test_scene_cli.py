@@ -266,3 +266,22 @@ def test_corrupt_checkpoint_on_resume_is_a_clear_error(tmp_path, tiny_run):
     _bad("generate", "--resume", tmp_path / "nowhere", match="does not exist")
     res = invoke("generate", "--resume", run, "--frames", 9)
     assert res.exit_code != 0 and "--resume continues" in _text(res)
+
+
+def test_demo_start_frame_from_samples_matches_the_synthetic_fallback():
+    """An installed package (no samples/) renders the same start frame the checkout ships."""
+    import scenescape.cli.scene as scene_cli
+
+    if scene_cli.find_demo_samples() is None:
+        pytest.skip("samples/demo is not in this checkout")
+    img, depth, cam, source = scene_cli.demo_start_frame(512)
+    assert "samples" in source
+    orig = scene_cli.find_demo_samples
+    try:
+        scene_cli.find_demo_samples = lambda: None  # as from an installed wheel
+        img2, depth2, cam2, source2 = scene_cli.demo_start_frame(512)
+    finally:
+        scene_cli.find_demo_samples = orig
+    assert "synthetic" in source2 and cam == cam2
+    assert np.abs(img - img2).max() <= 1 / 255 + 1e-6  # the PNG is 8-bit
+    assert np.allclose(depth, depth2, rtol=1e-6)

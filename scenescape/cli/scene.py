@@ -273,7 +273,7 @@ def demo_config(frames: int = 60, size: int = 512, overrides: list[str] | None =
     from scenescape.synthetic import suggest_trajectory
 
     traj = suggest_trajectory("room", "forward_yaw")
-    traj.params["step"] = 0.04
+    traj.params["step"] = 0.03
     cfg = SceneConfig(
         seed=0, prompt="", width=size, height=size, focal=500.0 * size / 512, frames=frames,
         trajectory=traj, scene_scale=1.0,

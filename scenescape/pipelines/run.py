@@ -106,7 +106,21 @@ class RunFolder:
             raise RunError(f"cannot resume: run folder '{p}' does not exist")
         if not (p / "config.yaml").is_file():
             raise RunError(f"cannot resume: '{p}' has no config.yaml (is it a scenescape run folder?)")
-        return cls(p)
+        run = cls(p)
+        run.remove_temporaries()
+        return run
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the hidden temporary files an interrupted atomic write leaves (``.NAME.XXXX.SUFFIX``)."""
+        removed = []
+        for d in (self.path, *(self.path / s for s in ("frames", "depth", "masks", "inputs", "checkpoint"))):
+            if not d.is_dir():
+                continue
+            for f in d.iterdir():
+                if f.is_file() and f.name.startswith(".") and f.name.count(".") >= 3:
+                    f.unlink(missing_ok=True)
+                    removed.append(f)
+        return removed
 
     # ------------------------------------------------------------------ paths
     @property
