@@ -248,12 +248,13 @@ def _np(x: Any, dtype: Any = np.float32) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def build_from_section(registry: Any, section: BackendConfig, device: torch.device) -> Any:
+def build_from_section(registry: Any, section: BackendConfig, device: torch.device | None) -> Any:
     """Build a backend from its config section; ``device`` is passed if the constructor takes it."""
     from scenescape.backends.base import build_backend
 
     cls = registry.get(section.name)
-    extra = {"device": device} if "device" in _params(getattr(cls, "__init__", None)) else {}
+    takes_device = device is not None and "device" in _params(getattr(cls, "__init__", None))
+    extra = {"device": device} if takes_device else {}
     return build_backend(registry, section.name, section.options, **extra)
 
 
@@ -428,7 +429,9 @@ class ScenePipeline:
             from scenescape.config import apply_overrides
 
             cfg = apply_overrides(cfg, list(overrides))
-        device = resolve_device(cfg.device)
+        # "auto": each model backend picks its own device (cuda, then mps, then cpu); the geometry runs on
+        # cuda or cpu. A named device is passed to every backend whose options do not name one.
+        device = None if cfg.device == "auto" else resolve_device(cfg.device)
         depth = build_from_section(DEPTH, cfg.depth, device) if cfg.depth.name else None
         inpainter = build_from_section(INPAINTERS, cfg.inpainter, device) if cfg.inpainter.name else None
         t2i = build_from_section(TEXT_TO_IMAGE, cfg.text_to_image, device) if cfg.text_to_image.name else None
