@@ -24,13 +24,6 @@ from scenescape.synthetic import (
 SIZE = 192
 FRAMES = 24
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core CI box: one intra-op thread is ~10x faster than contended two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

@@ -11,16 +11,6 @@ from scenescape.config import ConfigError
 from scenescape.testing import make_tiny_depth, make_tiny_sd
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models are dominated by per-op overhead; on a busy 2-core machine two OpenMP threads per
-    # op oversubscribe the cores and make each call 10-100x slower. One thread is faster here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")

@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MISSING = "nobody-here/no-such-inpainting-model"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a busy machine: see test_models_backends.py
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,6 @@ from scenescape.cli import cli
 from scenescape.io import read_video
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
     from scenescape.testing.tiny import make_tiny_sd

@@ -17,14 +17,6 @@ from scenescape.backends.guidance import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _analytic(target: torch.Tensor) -> AnalyticScoreModel:
     return AnalyticScoreModel(lambda info: target)
 

@@ -13,14 +13,6 @@ from scenescape.object.render import RenderConfig, orbit_camera, render_cameras,
 from scenescape.object.train import ObjectConfig, PromptConfig, view_name, view_prompt
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared CPU
-    yield
-    torch.set_num_threads(n)
-
-
 def test_hashgrid_levels_dense_then_hashed_and_gradients_are_exact():
     enc = HashGridEncoding(levels=4, features_per_level=2, log2_hashmap_size=8, base_resolution=2,
                            max_resolution=16).double()

@@ -22,16 +22,6 @@ from scenescape.synthetic import (
 from scenescape.trajectory import build_trajectory
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core CI box: one intra-op thread is ~10x faster than contended two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def test_gt_depth_of_a_slanted_wall_is_analytic_z_depth():
     w = make_world("room")
     # Near the back wall (z = -4), looking at it obliquely (yawed ~25 degrees, pitched a little):
