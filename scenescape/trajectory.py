@@ -421,7 +421,7 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
         ``frames`` cameras (or all of the file's).
     """
     if isinstance(spec, TrajectoryConfig):
-        if _looks_like_path(spec.name):
+        if looks_like_path(spec.name):
             if spec.params:
                 raise ValueError(f"trajectory file '{spec.name}' takes no params (got {sorted(spec.params)})")
             return build_trajectory(spec.name, start_camera, frames, scene_scale)
@@ -430,7 +430,7 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
             raise ValueError(f"trajectory '{spec.name}': the number of frames is not set")
         return run_preset(spec.name, start_camera, _check_n(n), spec.params, scene_scale)
     if isinstance(spec, (str, Path)):
-        if _looks_like_path(spec):
+        if looks_like_path(spec):
             loaded = load_trajectory_file(spec)
             return build_trajectory(loaded, start_camera, frames, scene_scale)
         if frames is None:
@@ -464,7 +464,6 @@ def looks_like_path(s: Any) -> bool:
     return s.lower().endswith((".json", ".yaml", ".yml")) or "/" in s or Path(s).is_file()
 
 
-_looks_like_path = looks_like_path  # used by scenescape.cli.scene and scenescape.pipelines.scene
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -71,10 +71,10 @@ def _build_config(config_path: str | None, overrides: list[str], prompt: str | N
 
 def _check_trajectory(cfg: Any) -> int | None:
     """Validate a trajectory file or preset name before anything is written; a file's frame count."""
-    from scenescape.trajectory import PRESETS, _looks_like_path, load_trajectory_file
+    from scenescape.trajectory import PRESETS, load_trajectory_file, looks_like_path
 
     name = cfg.trajectory.name
-    if _looks_like_path(name):
+    if looks_like_path(name):
         if not Path(name).is_file():
             raise ValueError(f"trajectory file '{name}' does not exist")
         items = load_trajectory_file(name)
@@ -357,9 +357,9 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
         z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
         z = z[z > 0]
         scene_scale = float(z.median()) if z.numel() else 1.0
-    from scenescape.trajectory import _looks_like_path
+    from scenescape.trajectory import looks_like_path
 
-    if frames is None and not _looks_like_path(trajectory):
+    if frames is None and not looks_like_path(trajectory):
         frames = 60
     cams = build_trajectory(trajectory, start, frames, scene_scale)
     images = []

@@ -633,10 +633,10 @@ class ScenePipeline:
 
     def _explicit_cameras(self) -> list[Camera] | None:
         """The cameras of a trajectory file that lists explicit cameras (None for presets/segments)."""
-        from scenescape.trajectory import _looks_like_path, load_trajectory_file
+        from scenescape.trajectory import load_trajectory_file, looks_like_path
 
         name = self.config.trajectory.name
-        if not _looks_like_path(name):
+        if not looks_like_path(name):
             return None
         items = load_trajectory_file(name)
         if not all(isinstance(c, Camera) for c in items):
