@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import statistics
 import tempfile
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "", f"## Object speed: hash grid and SDS step on the CPU ({now})", "",
         f"`python benchmarks/object_speed.py --threads {a.threads}` -- CPU ({platform.processor() or platform.machine()}), "
-        f"{a.threads} torch thread(s), torch {torch.__version__}; machine shared with other jobs, so these are "
-        "upper bounds.", "",
+        f"{a.threads} torch thread(s), torch {torch.__version__}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end (timings are upper bounds when other jobs share the machine).", "",
         "| hash grid (2 features/level) | parameters | forward (points/s) | forward + backward (points/s) |",
         "|---|---:|---:|---:|",
     ]
