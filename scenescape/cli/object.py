@@ -20,7 +20,7 @@ import click
               help="YAML preset (e.g. configs/object/sds-gpu.yaml); key=value arguments override it.")
 @click.option("--steps", type=int, default=None, help="Number of optimisation steps (overrides the config).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Run folder (default outputs/object/<prompt>).")
+              help="Run folder (default runs/object-<prompt>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.pt.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="Re-export mesh and video of an existing run folder from its checkpoint, then exit.")

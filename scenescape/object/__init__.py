@@ -5,7 +5,7 @@ Pure torch (CPU or CUDA, no compiled extension)::
     from scenescape import ObjectPipeline, ObjectConfig
 
     cfg = ObjectConfig.load("configs/object/sds-cpu-small.yaml", ["steps=200"])
-    result = ObjectPipeline(cfg).run("a ceramic mug", "outputs/mug")
+    result = ObjectPipeline(cfg).run("a ceramic mug", "runs/mug")
 """
 
 from scenescape.object.export import auto_threshold, extract_mesh, orbit_video

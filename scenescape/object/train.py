@@ -399,7 +399,7 @@ class ObjectPipeline:
         """Optimise the NeRF for ``prompt``; write checkpoints, validation renders and (optionally) exports.
 
         Args:
-            out_dir: run folder (default ``outputs/object/<slug of prompt>``). An existing checkpoint
+            out_dir: run folder (default ``runs/object-<slug of prompt>``). An existing checkpoint
                 there needs ``resume=True``.
             resume: continue from ``out_dir/checkpoint.pt`` (same config except ``steps``).
             stop_after: stop (with a checkpoint) after this many total steps -- simulates an interruption.
@@ -409,7 +409,7 @@ class ObjectPipeline:
             raise ValueError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
         prompt = prompt.strip()
         cfg = self.config
-        out = Path(out_dir) if out_dir is not None else Path("outputs") / "object" / slugify(prompt)
+        out = Path(out_dir) if out_dir is not None else Path("runs") / f"object-{slugify(prompt, default='object')}"
         ck_path = out / CHECKPOINT
         fld, bg = self.build_models()
         opt = self._optimizer(fld, bg)
