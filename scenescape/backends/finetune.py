@@ -53,6 +53,29 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tens
     return (((a - b) ** 2) * w).sum() / denom
 
 
+def _adam(params: list[torch.nn.Parameter], lr: float, steps: int,
+          loss_fn: Callable[[], torch.Tensor]) -> list[float]:
+    """Run ``steps`` Adam steps on ``params`` minimising ``loss_fn()``; return the loss per step.
+
+    The parameters require gradients only for the duration of the loop.
+    """
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    history: list[float] = []
+    try:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn()
+            loss.backward()
+            opt.step()
+            history.append(float(loss.detach()))
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return history
+
+
 def finetune_decoder(
     decode: Callable[[], torch.Tensor],
     params: Iterable[torch.nn.Parameter],
@@ -93,17 +116,7 @@ def finetune_decoder(
         before = float(losses(target_in)[1])
     history: list[float] = []
     if steps > 0:
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=lr)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss, _ = losses(decode())
-            loss.backward()
-            opt.step()
-            history.append(float(loss.detach()))
-        for p in params:
-            p.requires_grad_(False)
+        history = _adam(params, lr, steps, lambda: losses(decode())[0])
         with torch.no_grad():
             final = decode()
         after = float(losses(final)[1])
@@ -146,19 +159,7 @@ def finetune_depth(
 
     with torch.no_grad():
         before = float(l1())
-    history: list[float] = []
-    if steps > 0:
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=lr)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = l1()
-            loss.backward()
-            opt.step()
-            history.append(float(loss.detach()))
-        for p in params:
-            p.requires_grad_(False)
+    history = _adam(params, lr, steps, l1) if steps > 0 else []
     with torch.no_grad():
         after = float(l1()) if steps > 0 else before
     return FinetuneHistory(history, before, after)
