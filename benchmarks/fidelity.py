@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'PASS' if not failed else 'FAIL: ' + ', '.join(failed)}", flush=True)
     s0 = results[0]["settings"]
     settings = (f"{s0['width']}x{s0['height']}, fx={s0['fx']:g}, {s0['frames']} frames, dilate={s0['dilate']}, "
-                f"supersample={args.supersample}, mask options={mk}, mesh options={ek}, held-out cameras per run={s0['held_out']} "
+                f"supersample={args.supersample}, mask options={s0['mask_kwargs']}, mesh options={ek}, held-out cameras per run={s0['held_out']} "
                 f"({s0['frames'] - 1} midpoints + {args.perturbed} perturbed), seed={args.seed}")
     all_pass = all(b["pass"] for r in results for b in r["bars"].values())
     tab = table(results)

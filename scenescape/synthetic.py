@@ -409,6 +409,10 @@ class OracleInpainter:
 
 
 # ---------------------------------------------------------------------------------------------- fusion
+FUSION_MASK_DEFAULTS: dict[str, Any] = {"edge_ring": 1}
+"""``disocclusion_mask`` options :func:`fuse_with_oracle` uses unless ``mask_kwargs`` overrides them."""
+
+
 def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int = 1, seed: int = 0,
                      render_kwargs: dict[str, Any] | None = None,
                      progress: Callable[[dict[str, Any]], None] | None = None,
@@ -417,8 +421,10 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
     """Fuse a mesh along ``cameras`` with the oracle backends (the plain geometric loop).
 
     Frame 0: ``SceneMesh.from_rgbd`` of the ground truth. Each later frame: ``render_mesh`` -> uncovered
-    pixels -> ``disocclusion_mask(coverage, dilate)`` -> oracle inpaint + oracle depth ->
-    ``mesh.extend_from_rgbd(image, depth, cam, mask, render=out)``.
+    pixels -> ``disocclusion_mask(coverage, dilate, depth=out.depth, edge_ring=1)`` -> oracle inpaint +
+    oracle depth -> ``mesh.extend_from_rgbd(image, depth, cam, mask, render=out)``, where the ``edge_ring``
+    band (far side of a rendered depth jump) stays in the extension mask only where the new depth is nearer
+    (:func:`~scenescape.geometry.masks.confirm_nearer`); ``mask_kwargs={"edge_ring": 0}`` turns it off.
 
     ``render_kwargs``, ``mask_kwargs`` and ``extend_kwargs`` are passed to ``render_mesh``,
     ``disocclusion_mask`` and ``from_rgbd``/``extend_from_rgbd`` (to compare geometry options).
@@ -427,7 +433,7 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
         ``(mesh, stats)``; ``stats[i]``: ``frame``, ``missing`` (pixels the render left uncovered),
         ``mask_pixels`` (after dilation), ``faces_added``, ``faces_per_missing``, ``seconds``.
     """
-    from scenescape.geometry.masks import disocclusion_mask
+    from scenescape.geometry.masks import confirm_nearer, disocclusion_mask
     from scenescape.geometry.mesh import SceneMesh
     from scenescape.geometry.raster import render_mesh
 
@@ -440,7 +446,7 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
     rk = dict(render_kwargs or {})
     t0 = time.perf_counter()
     img0, dep0 = w.render(cams[0])
-    mk, ek = dict(mask_kwargs or {}), dict(extend_kwargs or {})
+    mk, ek = {**FUSION_MASK_DEFAULTS, **(mask_kwargs or {})}, dict(extend_kwargs or {})
     mesh = SceneMesh.from_rgbd(img0, dep0, cams[0], **ek)
     n_pix = cams[0].width * cams[0].height
     stats = [{"frame": 0, "missing": n_pix, "mask_pixels": n_pix, "faces_added": int(mesh.faces.shape[0]),
@@ -452,13 +458,21 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
         out = render_mesh(mesh, cam, **rk)
         covered = as_tensor(out.mask, dtype=torch.bool)
         missing = int((~covered).sum())
-        mask = as_tensor(disocclusion_mask(covered, dilate=dilate, **mk), dtype=torch.bool)
+        mask = as_tensor(disocclusion_mask(covered, dilate=dilate, depth=out.depth, **mk),
+                         dtype=torch.bool)
         n_before = int(mesh.faces.shape[0])
         mask_pixels = int(mask.sum())
         if mask_pixels:
             image = inpainter.inpaint(out.image, mask, cam, "")
             depth = depth_oracle.estimate(image, cam, known_depth=out.depth, known_mask=covered)
-            mesh.extend_from_rgbd(image, depth, cam, mask, render=out, **ek)
+            ext_mask = mask
+            if mk["edge_ring"]:
+                base_kw = {k: v for k, v in mk.items() if k not in ("edge_ring", "edge_threshold")}
+                base = as_tensor(disocclusion_mask(covered, dilate=dilate, **base_kw), dtype=torch.bool)
+                ext_mask = confirm_nearer(mask, base, out.depth, as_tensor(depth),
+                                          mk.get("edge_threshold", 0.1))
+            if ext_mask.any():
+                mesh.extend_from_rgbd(image, depth, cam, ext_mask, render=out, **ek)
         added = int(mesh.faces.shape[0]) - n_before
         stats.append({"frame": i, "missing": missing, "mask_pixels": mask_pixels, "faces_added": added,
                       "faces_per_missing": added / missing if missing else float("inf" if added else "nan"),
@@ -659,7 +673,7 @@ def run_fidelity(world: str | World, trajectory: str = "forward_yaw", width: int
         "world": w.name, "trajectory": trajectory,
         "settings": {"width": width, "height": height, "fx": fx, "frames": frames, "dilate": dilate,
                      "held_out": len(held), "seed": seed, "render_kwargs": dict(render_kwargs or {}),
-                     "mask_kwargs": dict(mask_kwargs or {}), "extend_kwargs": dict(extend_kwargs or {})},
+                     "mask_kwargs": {**FUSION_MASK_DEFAULTS, **(mask_kwargs or {})}, "extend_kwargs": dict(extend_kwargs or {})},
         "fuse_stats": stats, "eval": ev, "figures": figures, "bars": bars,
         "seconds": {"fuse": t_fuse, "eval": t_eval},
     }

@@ -7,10 +7,12 @@ import torch
 
 from scenescape.geometry.masks import (
     close_mask,
+    confirm_nearer,
     depth_edges,
     dilate_mask,
     disocclusion_mask,
     erode_mask,
+    far_edge_mask,
     fill_holes,
     open_mask,
     sliver_mask,
@@ -47,6 +49,39 @@ def test_disocclusion_mask_cleanup_options():
     assert filled[5:25, 5:25].all() and not filled[0:5].any()
     closed = disocclusion_mask(torch.tensor([[True, False, True, False, True]] * 5), dilate=0, close_kernel=3)
     assert closed[1:4, 1:4].all()
+
+
+def test_disocclusion_mask_edge_ring_marks_the_far_side_of_a_depth_step():
+    # a near occluder (depth 2) in columns 0-9, the background (depth 10) to its right, a hole at the bottom
+    depth = torch.full((12, 20), 10.0)
+    depth[:, :10] = 2.0
+    cov = torch.ones(12, 20, dtype=torch.bool)
+    cov[10:, :] = False
+    depth[~cov] = 0.0
+    base = disocclusion_mask(cov, dilate=0)
+    m1 = disocclusion_mask(cov, dilate=0, depth=depth, edge_ring=1)
+    band = m1 & ~base
+    assert band[:10, 10].all()  # the background column next to the occluder edge
+    assert not band[:, :10].any()  # never on the near side
+    assert not band[:, 11:].any()  # one pixel wide
+    assert not band[10:].any()  # empty pixels are not an edge (they are in the mask anyway)
+    m2 = disocclusion_mask(cov, dilate=0, depth=depth, edge_ring=2)
+    assert (m2 & ~base)[:10, 10:12].all() and not (m2 & ~base)[:, 12:].any() and not m2[:10, :10].any()
+    # a smaller jump than the threshold is not an edge; default: no ring, depth not needed
+    assert torch.equal(disocclusion_mask(cov, dilate=0, depth=depth, edge_ring=1, edge_threshold=5.0), base)
+    assert torch.equal(disocclusion_mask(cov, dilate=0, depth=depth), base)
+    assert torch.equal(far_edge_mask(depth), band)
+    with pytest.raises(ValueError, match="depth"):
+        disocclusion_mask(cov, edge_ring=1)
+    with pytest.raises(ValueError, match="edge_ring"):
+        disocclusion_mask(cov, depth=depth, edge_ring=-1)
+    with pytest.raises(ValueError, match="radius"):
+        far_edge_mask(depth, 0)
+    # the band stays new only where the new depth is nearer than the render (the occluder grew there)
+    new_depth = depth.clone()
+    new_depth[:5, 10] = 2.0  # rows 0-4: the true occluder edge is one pixel further right
+    kept = confirm_nearer(m1, base, depth, new_depth)
+    assert kept[:5, 10].all() and not kept[5:10, 10].any() and torch.equal(kept & base, base)
 
 
 def test_morphology_basics():

@@ -53,8 +53,10 @@ def close_mask(mask: Any, kernel: int = 3) -> torch.Tensor:
 
 
 def disocclusion_mask(coverage: Any, dilate: int = 1, *, open_kernel: int = 0, close_kernel: int = 0,
-                      fill: bool = False) -> torch.Tensor:
-    """Pixels to inpaint in a new view: the uncovered pixels, dilated by ``dilate`` pixels.
+                      fill: bool = False, depth: Any = None, edge_ring: int = 0,
+                      edge_threshold: float = 0.1) -> torch.Tensor:
+    """Pixels to inpaint in a new view: the uncovered pixels, dilated by ``dilate`` pixels, optionally plus
+    the far side of rendered depth discontinuities.
 
     Args:
         coverage: ``(H, W)`` bool, pixels where the existing mesh renders (``RenderOutput.mask``).
@@ -65,6 +67,14 @@ def disocclusion_mask(coverage: Any, dilate: int = 1, *, open_kernel: int = 0, c
             (removes isolated specks; the removed pixels are the :func:`sliver_mask`).
         close_kernel: if > 0, apply a closing of this (odd) size at the end (merges nearby holes).
         fill: fill enclosed holes of the final mask (:func:`fill_holes`).
+        depth: ``(H, W)`` rendered z-depth (``RenderOutput.depth``, 0 where empty); needed with ``edge_ring``.
+        edge_ring: if > 0, also mask the covered pixels within ``edge_ring`` pixels (square neighbourhood) of a
+            *nearer* rendered pixel: ``depth > (1 + edge_threshold) * depth[neighbour]`` (:func:`far_edge_mask`).
+            A mesh's occluder ends at its last pixel centre, so where the occluder moves over the background
+            the pixels just outside its rendered silhouette show the background; masking them lets the
+            inpainter and depth re-generate the occluder's true edge. Added after ``open_kernel`` and before
+            ``close_kernel``/``fill``; not dilated.
+        edge_threshold: relative depth jump that counts as a discontinuity for ``edge_ring``.
 
     Returns:
         ``(H, W)`` bool mask.
@@ -73,16 +83,60 @@ def disocclusion_mask(coverage: Any, dilate: int = 1, *, open_kernel: int = 0, c
     r = int(dilate)
     if r < 0:
         raise ValueError(f"dilate must be >= 0, got {r}")
+    ring = int(edge_ring)
+    if ring != edge_ring or ring < 0:
+        raise ValueError(f"edge_ring must be an integer >= 0, got {edge_ring!r}")
+    if ring > 0 and depth is None:
+        raise ValueError("edge_ring > 0 needs depth: pass the rendered depth (RenderOutput.depth)")
     m = ~cov
     if open_kernel:
         m = open_mask(m, open_kernel)
     if r > 0:
         m = dilate_mask(m, 2 * r + 1)
+    if ring > 0:
+        m = m | (far_edge_mask(depth, ring, edge_threshold).to(m.device) & cov)
     if close_kernel:
         m = close_mask(m, close_kernel)
     if fill:
         m = fill_holes(m)
     return m
+
+
+def far_edge_mask(depth: Any, radius: int = 1, threshold: float = 0.1) -> torch.Tensor:
+    """``(H, W)`` bool: the far side of depth discontinuities. A pixel with depth ``d > 0`` is marked when some
+    pixel within ``radius`` (square ``(2 radius + 1)`` neighbourhood) has depth ``0 < d' < d / (1 + threshold)``.
+    The nearer side of the same edge is not marked; empty pixels (depth <= 0) never are."""
+    d = depth if torch.is_tensor(depth) else torch.as_tensor(depth)
+    if d.dim() != 2:
+        raise ValueError(f"depth must be (H, W), got shape {tuple(d.shape)}")
+    rad = int(radius)
+    if rad != radius or rad < 1:
+        raise ValueError(f"radius must be an integer >= 1, got {radius!r}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+    d = d.float()
+    valid = d > 0
+    big = torch.where(valid, d, torch.full_like(d, float("inf")))
+    k = 2 * rad + 1
+    near = -F.max_pool2d(-big[None, None], k, stride=1, padding=rad)[0, 0]  # min depth around (inf if none)
+    return valid & (d > (1.0 + float(threshold)) * near)
+
+
+def confirm_nearer(mask: Any, base: Any, rendered_depth: Any, new_depth: Any, threshold: float = 0.1) -> torch.Tensor:
+    """Keep the pixels of ``mask`` outside ``base`` (e.g. the :func:`far_edge_mask` ring that
+    :func:`disocclusion_mask` adds with ``edge_ring``) only where the new depth is nearer than the rendered one:
+    ``new_depth * (1 + threshold) < rendered_depth``. There the mesh shows the background where the new view
+    has a nearer surface (an occluder's edge); elsewhere the existing surface is right and adding it again would
+    duplicate geometry. Pixels of ``base`` are all kept. All ``(H, W)``; returns bool."""
+    m, b = _as_mask(mask), _as_mask(base, "base")
+    rd = rendered_depth if torch.is_tensor(rendered_depth) else torch.as_tensor(rendered_depth)
+    nd = new_depth if torch.is_tensor(new_depth) else torch.as_tensor(new_depth)
+    if rd.shape != m.shape or nd.shape != m.shape or b.shape != m.shape:
+        raise ValueError(f"mask, base, rendered_depth and new_depth must share one (H, W) shape, got "
+                         f"{tuple(m.shape)}, {tuple(b.shape)}, {tuple(rd.shape)}, {tuple(nd.shape)}")
+    rd, nd = rd.to(m.device).float(), nd.to(m.device).float()
+    nearer = (nd > 0) & (nd * (1.0 + float(threshold)) < rd)
+    return b | (m & nearer)
 
 
 def sliver_mask(mask: Any, kernel: int = 3) -> torch.Tensor:

@@ -12,7 +12,10 @@ The loop (per camera after the first):
 1. render the mesh into the camera (optionally supersampled);
 2. the disocclusion mask: pixels the mesh does not cover, dilated (``mask.dilate``), optionally
    cleaned by a morphological opening whose removed slivers are filled by OpenCV Telea instead of the
-   inpainter (SceneScape), optionally plus SceneScape's floating-artifact border fix;
+   inpainter (SceneScape), optionally plus SceneScape's floating-artifact border fix, plus (``mask.edge_ring``)
+   the rendered pixels on the far side of a depth discontinuity (an occluder's mesh ends at its last pixel
+   centre, so the background shows just outside its edge); they are inpainted, but get geometry (step 6)
+   only where the new depth is nearer than the rendered one;
 3. inpaint the masked pixels (per-frame seed, see :func:`scenescape.backends.seed_for_frame`);
 4. composite: known pixels keep EXACTLY the rendered colours; inside the mask the inpainted colours
    are feathered towards the rendered ones over ``composite.feather`` pixels (only where the mesh
@@ -69,10 +72,18 @@ class MaskConfig:
     """SceneScape's floating-artifact fix: the previous frame padded by ``border_pad`` px is rendered into
     the new view; wherever its padding shows is added to the mask."""
     border_pad: int = 128
+    edge_ring: int = 1
+    """Also mask the rendered pixels within this many pixels on the far side of a rendered depth jump
+    (``geometry.masks.disocclusion_mask(edge_ring=)``): they are inpainted, and get geometry only where the
+    new depth is nearer than the render by ``edge_threshold`` (``geometry.masks.confirm_nearer``; 0 = off)."""
+    edge_threshold: float = 0.1
+    """Relative depth jump that counts as a discontinuity for ``edge_ring``."""
 
     def __post_init__(self) -> None:
-        if self.dilate < 0 or self.opening < 0 or self.border_pad < 0:
-            raise ConfigError("mask.dilate, mask.opening and mask.border_pad must be >= 0")
+        if self.dilate < 0 or self.opening < 0 or self.border_pad < 0 or self.edge_ring < 0:
+            raise ConfigError("mask.dilate, mask.opening, mask.border_pad and mask.edge_ring must be >= 0")
+        if not self.edge_threshold > 0:
+            raise ConfigError(f"mask.edge_threshold must be > 0, got {self.edge_threshold}")
         if self.supersample < 1:
             raise ConfigError(f"mask.supersample must be >= 1, got {self.supersample}")
 
@@ -726,14 +737,21 @@ class ScenePipeline:
         timings["depth"] += time.perf_counter() - t0
         return image.astype(np.float32), depth.astype(np.float32)
 
-    def _mask(self, render: Any, mesh: Any, cam: Camera, prev_cam: Camera, prev: dict[str, Any]) -> np.ndarray:
+    def _mask(self, render: Any, mesh: Any, cam: Camera, prev_cam: Camera,
+              prev: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask, base)``: the inpainting mask and the part of it that is new whatever the depth
+        (``mask & ~base`` is the ``edge_ring`` band: geometry only where the new depth is nearer)."""
         from scenescape.geometry.masks import disocclusion_mask
 
         mcfg = self.config.mask
-        mask = _np(disocclusion_mask(render.mask, dilate=mcfg.dilate), bool)
+        base = _np(disocclusion_mask(render.mask, dilate=mcfg.dilate), bool)
         if mcfg.border_fix and "depth" in prev:
-            mask |= self._border_mask(prev, prev_cam, cam)
-        return mask
+            base |= self._border_mask(prev, prev_cam, cam)
+        mask = base
+        if mcfg.edge_ring:
+            mask = base | _np(disocclusion_mask(render.mask, dilate=mcfg.dilate, depth=render.depth,
+                                                edge_ring=mcfg.edge_ring, edge_threshold=mcfg.edge_threshold), bool)
+        return mask, base
 
     def _border_mask(self, prev: dict[str, Any], prev_cam: Camera, cam: Camera) -> np.ndarray:
         """SceneScape's floating-artifact fix: where the padding of the previous view shows."""
@@ -764,7 +782,7 @@ class ScenePipeline:
         timings["render"] += t2 - t
         t = t2
 
-        new_mask = self._mask(render, mesh, cam, prev_cam, prev)
+        new_mask, base_mask = self._mask(render, mesh, cam, prev_cam, prev)
         inpaint_mask = new_mask
         base = np.where(new_mask[..., None], 0.0, rimg).astype(np.float32)
         if cfg.mask.opening > 1 and new_mask.any():
@@ -814,14 +832,22 @@ class ScenePipeline:
             depth = pred if acfg.space == "depth" else 1.0 / np.maximum(pred, 1e-12)
             depth = _validate_depth(depth, pred.shape, where=f"frame {i} depth")
         depth = _np(depth)
+        geo_mask = new_mask
+        if not np.array_equal(new_mask, base_mask):
+            from scenescape.geometry.masks import confirm_nearer
+
+            # the edge band gets geometry only where the new surface is nearer than the rendered one
+            geo_mask = _np(confirm_nearer(new_mask, base_mask, rdepth, depth, cfg.mask.edge_threshold), bool)
         t2 = time.perf_counter()
         timings["align"] += t2 - t
         t = t2
 
-        mesh.extend_from_rgbd(torch.as_tensor(image, device=self.device), torch.as_tensor(depth, device=self.device),
-                              cam, torch.as_tensor(new_mask, device=self.device), render=render)
+        if geo_mask.any():
+            mesh.extend_from_rgbd(torch.as_tensor(image, device=self.device),
+                                  torch.as_tensor(depth, device=self.device),
+                                  cam, torch.as_tensor(geo_mask, device=self.device), render=render)
         timings["extend"] += time.perf_counter() - t
-        out_depth = np.where(new_mask, depth, np.where(rvalid, rdepth, depth)).astype(np.float32)
+        out_depth = np.where(geo_mask, depth, np.where(rvalid, rdepth, depth)).astype(np.float32)
         return image.astype(np.float32), out_depth, new_mask, mesh
 
     def _state(self, timings: dict[str, float], frame_times: list[float]) -> dict[str, Any]:
