@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from scenescape.backends.finetune import FinetuneHistory, WeightSnapshot, finetune_depth
-from scenescape.backends.models import load_pretrained, pick_device, pick_dtype
+from scenescape.backends.models import backend_config, load_pretrained, pick_device, pick_dtype
 from scenescape.config import ConfigError
 from scenescape.geometry.camera import Camera
 
@@ -109,9 +109,7 @@ class TransformersDepth:
         """Restore the original weights before each frame (SceneScape) or keep finetuning across frames."""
 
     def __init__(self, config: Config | None = None, device: Any = None, **kwargs: Any):
-        cfg = config if config is not None else self.Config(**kwargs)
-        if device is not None and cfg.device == "auto":  # the pipeline's device, unless the options name one
-            cfg = dataclasses.replace(cfg, device=str(device))
+        cfg = backend_config(type(self), config, device, kwargs)
         if cfg.reference_depth <= 0 or cfg.max_depth_ratio <= 1:
             raise ValueError("depth reference_depth must be > 0 and max_depth_ratio > 1, got "
                              f"{cfg.reference_depth} and {cfg.max_depth_ratio}")

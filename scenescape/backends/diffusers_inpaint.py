@@ -28,7 +28,7 @@ import numpy as np
 
 from scenescape.backends.base import seed_for_frame
 from scenescape.backends.finetune import FinetuneHistory, WeightSnapshot, finetune_decoder
-from scenescape.backends.models import load_pretrained, pick_device, pick_dtype
+from scenescape.backends.models import backend_config, load_pretrained, pick_device, pick_dtype
 from scenescape.geometry.camera import Camera
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,7 @@ class DiffusersInpainter:
         """Restore the original decoder before each frame (SceneScape does)."""
 
     def __init__(self, config: Config | None = None, device: Any = None, **kwargs: Any):
-        cfg = config if config is not None else self.Config(**kwargs)
-        if device is not None and cfg.device == "auto":  # the pipeline's device, unless the options name one
-            cfg = dataclasses.replace(cfg, device=str(device))
+        cfg = backend_config(type(self), config, device, kwargs)
         if cfg.steps < 1:
             raise ValueError(f"inpainter steps must be >= 1, got {cfg.steps}")
         if cfg.guidance < 0:

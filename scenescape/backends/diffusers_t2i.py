@@ -22,6 +22,7 @@ from scenescape.backends.diffusers_inpaint import (
     load_pipeline,
     set_scheduler,
 )
+from scenescape.backends.models import backend_config
 
 
 class DiffusersTextToImage:
@@ -44,9 +45,7 @@ class DiffusersTextToImage:
         cpu_offload: bool = False
 
     def __init__(self, config: Config | None = None, device: Any = None, **kwargs: Any):
-        cfg = config if config is not None else self.Config(**kwargs)
-        if device is not None and cfg.device == "auto":  # the pipeline's device, unless the options name one
-            cfg = dataclasses.replace(cfg, device=str(device))
+        cfg = backend_config(type(self), config, device, kwargs)
         if cfg.steps < 1:
             raise ValueError(f"text_to_image steps must be >= 1, got {cfg.steps}")
         if cfg.guidance < 0:

@@ -198,6 +198,17 @@ def load_pretrained(loader: Any, model_id: str, kind: str, *, weights: bool = Tr
         raise _not_found(model_id, kind, f"loading failed: {msg[:300]}") from None
 
 
+def backend_config(cls: Any, config: Any, device: Any, kwargs: dict) -> Any:
+    """A model backend's config: ``config`` (or ``cls.Config(**kwargs)``), with ``device`` (the
+    pipeline's) filled in unless the options name a device themselves."""
+    import dataclasses
+
+    cfg = config if config is not None else cls.Config(**kwargs)
+    if device is not None and cfg.device == "auto":
+        cfg = dataclasses.replace(cfg, device=str(device))
+    return cfg
+
+
 def pick_device(name: str = "auto") -> Any:
     """``"auto"`` -> cuda if available, else mps, else cpu; otherwise ``torch.device(name)``."""
     import torch
