@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from scenescape.config import overrides_to_dict
-from scenescape.synthetic import FIDELITY_BARS, WORLDS, run_fidelity
+from scenescape.evaluation import FIDELITY_BARS, WORLDS, run_fidelity
 
 TRAJECTORIES = ("forward_yaw", "backward")
 

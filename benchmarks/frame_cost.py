@@ -253,8 +253,8 @@ def scenescape_recipe() -> dict[str, float]:
 
 
 def preset_recipe(path: Path) -> dict[str, float]:
-    from scenescape.backends.depth_transformers import TransformersDepth
-    from scenescape.backends.diffusers_inpaint import DiffusersInpainter
+    from scenescape.backends.depth.transformers import TransformersDepth
+    from scenescape.backends.inpaint.diffusers import DiffusersInpainter
     from scenescape.config import from_dict, load_config
     from scenescape.pipelines.scene import SceneConfig
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from scenescape.object import AnalyticTarget, ObjectConfig, ObjectPipeline, eval_cameras, psnr
+from scenescape.pipelines.object import AnalyticTarget, ObjectConfig, ObjectPipeline, eval_cameras, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 25.0

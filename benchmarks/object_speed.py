@@ -59,7 +59,7 @@ def _time(fn, reps: int, warmup: int = 1) -> list[float]:
 
 
 def hashgrid_throughput(levels: int, log2_t: int, max_res: int, n: int = 2 ** 17) -> dict:
-    from scenescape.object.hashgrid import HashGridEncoding
+    from scenescape.fields.hashgrid import HashGridEncoding
 
     enc = HashGridEncoding(levels, 2, log2_t, 16, max_res)
     x = torch.rand(n, 3)
@@ -79,7 +79,7 @@ def hashgrid_throughput(levels: int, log2_t: int, max_res: int, n: int = 2 ** 17
 
 
 def sds_step_tiny(model_res: int, steps: int = 5) -> float:
-    from scenescape.object import ObjectConfig, ObjectPipeline
+    from scenescape.pipelines.object import ObjectConfig, ObjectPipeline
     from scenescape.testing.tiny import make_tiny_sd
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@
 
 The full scene loop (render, mask, oracle inpaint, composite, oracle depth aligned and seam-corrected,
 stitch) on the same paths and held-out cameras as benchmarks/fidelity.py (the plain geometric loop),
-scored with ``scenescape.synthetic.evaluate_mesh``. Appends a dated section to benchmarks/RESULTS.md
+scored with ``scenescape.evaluation.evaluate_mesh``. Appends a dated section to benchmarks/RESULTS.md
 unless ``--no-results``.
 """
 
@@ -24,8 +24,7 @@ def run_case(world: str, kind: str, size: int, frames: int, n_perturbed: int = 4
     """``backends``: ``oracle`` (exact colour and depth: the loop's fidelity), ``classical`` (OpenCV Telea +
     depth completion: what the offline demo's geometry is worth) or ``classical-nobias`` (completion
     without its background bias at depth edges)."""
-    from scenescape.pipelines import SceneConfig, ScenePipeline
-    from scenescape.synthetic import (
+    from scenescape.evaluation import (
         OracleDepth,
         OracleInpainter,
         default_camera,
@@ -34,7 +33,8 @@ def run_case(world: str, kind: str, size: int, frames: int, n_perturbed: int = 4
         make_world,
         suggest_trajectory,
     )
-    from scenescape.trajectory import build_trajectory
+    from scenescape.pipelines import SceneConfig, ScenePipeline
+    from scenescape.trajectories import build_trajectory
 
     w = make_world(world)
     cam0 = default_camera(w, size, size, 500.0 * size / 512)
@@ -44,7 +44,8 @@ def run_case(world: str, kind: str, size: int, frames: int, n_perturbed: int = 4
     if backends == "oracle":
         pipe = ScenePipeline(depth=OracleDepth(world=w), inpainter=OracleInpainter(world=w), config=cfg)
     else:
-        from scenescape.backends.classical import DepthCompletion, OpenCVInpainter
+        from scenescape.backends.depth import DepthCompletion
+        from scenescape.backends.inpaint import OpenCVInpainter
 
         comp = DepthCompletion(DepthCompletion.Config(background_bias=backends != "classical-nobias"))
         pipe = ScenePipeline(depth=comp, inpainter=OpenCVInpainter(), config=cfg)

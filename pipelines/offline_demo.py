@@ -12,9 +12,10 @@ import argparse
 from pathlib import Path
 
 from scenescape import SceneConfig, ScenePipeline
-from scenescape.backends.classical import DepthCompletion, OpenCVInpainter
-from scenescape.synthetic import default_camera, make_world, suggest_trajectory
-from scenescape.trajectory import build_trajectory
+from scenescape.backends.depth import DepthCompletion
+from scenescape.backends.inpaint import OpenCVInpainter
+from scenescape.evaluation import default_camera, make_world, suggest_trajectory
+from scenescape.trajectories import build_trajectory
 
 
 def main(out_dir: str | Path, size: int = 512, frames: int = 60):

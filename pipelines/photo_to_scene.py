@@ -23,7 +23,7 @@ def main(out_dir: str | Path, size: int = 512, frames: int = 24, image: str | Pa
     cfg = SceneConfig.load(config, [f"width={size}", f"height={size}", f"focal={500.0 * size / 512}",
                                     f"frames={frames}"])
     if image is None:  # no photo given: use the demo's start frame
-        from scenescape.synthetic import default_camera, make_world
+        from scenescape.evaluation import default_camera, make_world
 
         img, dep = make_world("room").render(default_camera("room", size, size, cfg.focal))
         img, dep = img.numpy(), (dep.numpy() if depth is None else None)

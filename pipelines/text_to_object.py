@@ -19,7 +19,7 @@ from typing import Any
 
 def main(prompt: str, out: str | None = None, config: str | None = None, steps: int | None = None,
          overrides: list[str] | None = None, resume: bool = False, guidance: Any = None) -> Any:
-    """Run the recipe; returns the :class:`scenescape.object.ObjectResult`.
+    """Run the recipe; returns the :class:`scenescape.pipelines.object.ObjectResult`.
 
     ``guidance`` may be any object with ``step(images, prompts, step_info) -> loss`` (a custom score model).
     """

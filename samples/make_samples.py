@@ -2,7 +2,7 @@
 
     python samples/make_samples.py [--world room] [--size 512] [--out samples/demo]
 
-Files (from :mod:`scenescape.synthetic`, exact ground truth):
+Files (from :mod:`scenescape.evaluation`, exact ground truth):
 
 * ``image.png``: ``(H, W, 3)`` RGB, 8-bit;
 * ``depth.npy``: ``(H, W)`` float32 z-depth (world units);
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from scenescape.io import save_image, save_npy, write_json
-from scenescape.synthetic import WORLDS, default_camera, make_world
+from scenescape.evaluation import WORLDS, default_camera, make_world
 
 
 def make_demo(out: Path, world: str = "room", size: int = 512, seed: int = 0) -> dict[str, Path]:

@@ -19,8 +19,8 @@ _LAZY = {
     "ScenePipeline": "scenescape.pipelines.scene",
     "SceneConfig": "scenescape.pipelines.scene",
     "SceneResult": "scenescape.pipelines.scene",
-    "ObjectPipeline": "scenescape.object",
-    "ObjectConfig": "scenescape.object",
+    "ObjectPipeline": "scenescape.pipelines.object",
+    "ObjectConfig": "scenescape.pipelines.object",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -24,11 +24,11 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from scenescape.errors import ConfigError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix (unknown key, wrong type, bad value)."""
 
 
 def _nearest(key: str, valid: list[str]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scenescape.config import ConfigError
+from scenescape.errors import InputError
 
 
 class Registry:
@@ -25,7 +26,7 @@ class Registry:
     def register(self, name: str) -> Callable[[Any], Any]:
         def deco(cls: Any) -> Any:
             if name in self._items and self._items[name] is not cls:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
+                raise InputError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = cls
             return cls
 

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from scenescape.synthetic import (
+from scenescape.evaluation import (
     FIDELITY_BARS,
     default_camera,
     evaluate_mesh,
@@ -68,7 +68,7 @@ def test_scoring_detects_floating_geometry_and_holes():
 
 
 def test_fuse_with_oracle_records_per_frame_stats():
-    from scenescape.trajectory import build_trajectory
+    from scenescape.trajectories import build_trajectory
 
     w = make_world("corridor")
     cam = default_camera(w, 48, 48, 47.0)

@@ -224,7 +224,7 @@ def test_depth_finetuning_lowers_l1_reset_and_keep(tiny):
 def test_detect_output_from_config():
     from types import SimpleNamespace as NS
 
-    from scenescape.backends.depth_transformers import detect_output
+    from scenescape.backends.depth.transformers import detect_output
 
     assert detect_output(NS(model_type="dpt"), "Intel/dpt-large") == "disparity"
     assert detect_output(NS(model_type="depth_anything", depth_estimation_type="relative"), "x") == "disparity"

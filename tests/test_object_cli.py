@@ -69,7 +69,7 @@ def test_object_cli_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_sd):
-    from scenescape.object import ObjectConfig, ObjectPipeline
+    from scenescape.pipelines.object import ObjectConfig, ObjectPipeline
 
     items = _tiny_overrides(tiny_sd) + ["steps=6", "progress=false", "output.export=false", "output.val_every=0"]
     ObjectPipeline(ObjectConfig.load(None, items)).run("a ceramic mug", tmp_path / "full")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scenescape.object import AnalyticTarget, ObjectConfig, ObjectPipeline, eval_cameras, psnr
+from scenescape.pipelines.object import AnalyticTarget, ObjectConfig, ObjectPipeline, eval_cameras, psnr
 
 SMALL = [
     "steps=120", "resolution=24", "guidance.name=analytic", "nerf.levels=6", "nerf.log2_hashmap_size=14",

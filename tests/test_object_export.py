@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from scenescape.geometry.mesh import SceneMesh
-from scenescape.object.export import (
+from scenescape.pipelines.object.export import (
     auto_threshold,
     extract_mesh,
     remove_small_components,

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from scenescape.object.hashgrid import PRIMES, HashGridEncoding
-from scenescape.object.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
-from scenescape.object.render import RenderConfig, orbit_camera, render_cameras, sample_pdf, sphere_bounds
-from scenescape.object.train import ObjectConfig, PromptConfig, view_name, view_prompt
+from scenescape.fields.hashgrid import PRIMES, HashGridEncoding
+from scenescape.fields.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
+from scenescape.fields.volume import RenderConfig, orbit_camera, render_cameras, sample_pdf, sphere_bounds
+from scenescape.pipelines.object.pipeline import ObjectConfig, PromptConfig, view_name, view_prompt
 
 
 def test_hashgrid_levels_dense_then_hashed_and_gradients_are_exact():

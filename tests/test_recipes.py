@@ -36,8 +36,8 @@ def test_offline_demo_recipe(tmp_path):
 
 
 def test_photo_to_scene_recipe(tmp_path):
+    from scenescape.evaluation import default_camera, make_world
     from scenescape.io import save_image
-    from scenescape.synthetic import default_camera, make_world
 
     img, _ = make_world("corridor").render(default_camera("corridor", 40, 40, 39.0))
     photo = tmp_path / "photo.png"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from scenescape.backends.classical import OpenCVInpainter
+from scenescape.backends.inpaint import OpenCVInpainter
 from scenescape.cli import cli
 from scenescape.io import save_image, save_npy
 
@@ -44,8 +44,8 @@ def _files(run: Path) -> dict[str, bytes]:
 
 
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
+    from scenescape.evaluation import default_camera, make_world
     from scenescape.geometry.mesh import SceneMesh
-    from scenescape.synthetic import default_camera, make_world
 
     photo = tmp_path / "photo"
     cam = default_camera("room", 80, 80, 78.0)

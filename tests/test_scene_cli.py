@@ -31,7 +31,7 @@ def _error_lines(res) -> list[str]:
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
     """A 64x64 start frame (image.png, depth.npy, camera.json) from the synthetic room."""
-    from scenescape.synthetic import default_camera, make_world
+    from scenescape.evaluation import default_camera, make_world
 
     d = tmp_path_factory.mktemp("photo")
     cam = default_camera("room", 64, 64, 62.5)

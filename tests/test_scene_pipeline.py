@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from scenescape import Camera
-from scenescape.backends.classical import DepthCompletion, GeometricPriorDepth, OpenCVInpainter
+from scenescape.backends.depth import DepthCompletion, GeometricPriorDepth
+from scenescape.backends.inpaint import OpenCVInpainter
 from scenescape.config import ConfigError
 from scenescape.geometry.depth_align import (
     align_depth,
@@ -236,7 +237,7 @@ def test_scene_config_unknown_keys_name_the_nearest():
 def test_scene_config_trajectory_forms_and_presets_load():
     from pathlib import Path
 
-    from scenescape.trajectory import TrajectoryConfig
+    from scenescape.trajectories import TrajectoryConfig
 
     assert SceneConfig(trajectory="forward").trajectory == TrajectoryConfig(name="forward")
     cfg = SceneConfig.load(None, ["trajectory.name=orbit", "trajectory.params={radius: 2.0}", "seed=5"])
@@ -268,14 +269,14 @@ def test_composite_keeps_known_pixels_exactly_and_feathers_inside_only():
 
 
 def _oracle_run(world: str, kind: str, size: int, frames: int, **cfg_kw):
-    from scenescape.synthetic import (
+    from scenescape.evaluation import (
         OracleDepth,
         OracleInpainter,
         default_camera,
         make_world,
         suggest_trajectory,
     )
-    from scenescape.trajectory import build_trajectory
+    from scenescape.trajectories import build_trajectory
 
     w = make_world(world)
     cam0 = default_camera(world, size, size, 500.0 * size / 512)
@@ -294,7 +295,7 @@ def test_oracle_pipeline_reaches_the_fidelity_bars(world, kind):
     depth abs-rel within the bar or within 5% of the plain geometric loop (``fuse_with_oracle``) on the
     same cameras (at this size the core itself sits near the 0.0015 bar on some paths; the 512 px
     figures are in benchmarks/RESULTS.md)."""
-    from scenescape.synthetic import evaluate_mesh, fuse_with_oracle, held_out_cameras
+    from scenescape.evaluation import evaluate_mesh, fuse_with_oracle, held_out_cameras
 
     w, cams, res = _oracle_run(world, kind, 192, 6)
     assert len(res.frames) == 6 and len(res.masks) == 6 and len(res.depths) == 6
@@ -313,7 +314,7 @@ def test_oracle_pipeline_reaches_the_fidelity_bars(world, kind):
 
 
 def test_pipeline_is_deterministic_and_from_config_builds_backends(tmp_path):
-    from scenescape.synthetic import default_camera, make_world
+    from scenescape.evaluation import default_camera, make_world
 
     cfg = SceneConfig.load(None, ["width=64", "height=64", "focal=62.5", "frames=4", "scene_scale=1.0",
                                   "trajectory.name=forward_yaw", "trajectory.params={step: 0.05}"])
@@ -362,7 +363,7 @@ class _SpyInpainter:
 
 
 def test_known_pixels_stay_exactly_the_rendered_ones_and_seeds_are_per_frame():
-    from scenescape.synthetic import default_camera, make_world
+    from scenescape.evaluation import default_camera, make_world
 
     cam0 = default_camera("room", 64, 64, 62.5)
     img, dep = make_world("room").render(cam0)

@@ -6,8 +6,7 @@ import torch
 
 from scenescape.backends import DEPTH, INPAINTERS, DepthEstimator, Inpainter, build_backend
 from scenescape.config import ConfigError
-from scenescape.geometry.camera import Camera
-from scenescape.synthetic import (
+from scenescape.evaluation import (
     WORLDS,
     Box,
     OracleDepth,
@@ -19,7 +18,8 @@ from scenescape.synthetic import (
     seen_mask,
     suggest_trajectory,
 )
-from scenescape.trajectory import build_trajectory
+from scenescape.geometry.camera import Camera
+from scenescape.trajectories import build_trajectory
 
 
 def test_gt_depth_of_a_slanted_wall_is_analytic_z_depth():

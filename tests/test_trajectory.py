@@ -7,7 +7,7 @@ import torch
 
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.projection import project
-from scenescape.trajectory import (
+from scenescape.trajectories import (
     PRESETS,
     TrajectoryConfig,
     build_trajectory,

@@ -24,21 +24,19 @@ __all__ = [
 
 # Names configs use -> implementation, imported on first use only.
 for _name, _target in {
-    "completion": "scenescape.backends.classical:DepthCompletion",
-    "prior": "scenescape.backends.classical:GeometricPriorDepth",
-    "transformers": "scenescape.backends.depth_transformers:TransformersDepth",
-    "oracle": "scenescape.synthetic:OracleDepth",
+    "completion": "scenescape.backends.depth.completion:DepthCompletion",
+    "prior": "scenescape.backends.depth.prior:GeometricPriorDepth",
+    "transformers": "scenescape.backends.depth.transformers:TransformersDepth",
 }.items():
     DEPTH.register_lazy(_name, _target)
 for _name, _target in {
-    "opencv": "scenescape.backends.classical:OpenCVInpainter",
-    "diffusers": "scenescape.backends.diffusers_inpaint:DiffusersInpainter",
-    "oracle": "scenescape.synthetic:OracleInpainter",
+    "opencv": "scenescape.backends.inpaint.opencv:OpenCVInpainter",
+    "diffusers": "scenescape.backends.inpaint.diffusers:DiffusersInpainter",
 }.items():
     INPAINTERS.register_lazy(_name, _target)
-TEXT_TO_IMAGE.register_lazy("diffusers", "scenescape.backends.diffusers_t2i:DiffusersTextToImage")
+TEXT_TO_IMAGE.register_lazy("diffusers", "scenescape.backends.t2i.diffusers:DiffusersTextToImage")
 for _name, _target in {
-    "stable_diffusion": "scenescape.backends.guidance:StableDiffusionGuidance",
-    "analytic": "scenescape.backends.guidance:AnalyticGuidance",
+    "stable_diffusion": "scenescape.backends.guidance.core:StableDiffusionGuidance",
+    "analytic": "scenescape.backends.guidance.core:AnalyticGuidance",
 }.items():
     GUIDANCE.register_lazy(_name, _target)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from scenescape.errors import InputError
+
 
 @dataclasses.dataclass
 class FinetuneHistory:
@@ -99,7 +101,7 @@ def finetune_decoder(
         preservation_weight: weight of the outside-the-mask term (SceneScape: 100).
     """
     if steps < 0 or lr <= 0 or preservation_weight < 0:
-        raise ValueError(f"decoder finetuning needs steps >= 0, lr > 0, weight >= 0; got {steps}, {lr}, "
+        raise InputError(f"decoder finetuning needs steps >= 0, lr > 0, weight >= 0; got {steps}, {lr}, "
                          f"{preservation_weight}")
     params = [p for p in params]
     m = mask.float().reshape(1, 1, *mask.shape[-2:]).to(diffusion_output.device)
@@ -142,7 +144,7 @@ def finetune_depth(
         steps, lr: Adam steps and learning rate.
     """
     if steps < 0 or lr <= 0:
-        raise ValueError(f"depth finetuning needs steps >= 0 and lr > 0; got {steps}, {lr}")
+        raise InputError(f"depth finetuning needs steps >= 0 and lr > 0; got {steps}, {lr}")
     params = [p for p in params]
     target = torch.as_tensor(rendered_depth, dtype=torch.float32)
     km = torch.as_tensor(known_mask, dtype=torch.bool)

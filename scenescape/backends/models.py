@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from scenescape.errors import ModelNotFoundError
+from scenescape.errors import InputError, ModelNotFoundError
 
 # kind -> the file that marks a complete model folder, and what to download for it.
 MODEL_KINDS: dict[str, dict[str, Any]] = {
@@ -63,7 +63,7 @@ def fetch_command(model_id: str, kind: str) -> str:
 
 def _check_kind(kind: str) -> str:
     if kind not in MODEL_KINDS:
-        raise ValueError(f"model kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
+        raise InputError(f"model kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
     return kind
 
 
@@ -185,7 +185,7 @@ def load_pretrained(loader: Any, model_id: str, kind: str, *, weights: bool = Tr
     :class:`ModelNotFoundError`.
     """
     if kwargs.get("trust_remote_code"):
-        raise ValueError("trust_remote_code is never enabled by scenescape")
+        raise InputError("trust_remote_code is never enabled by scenescape")
     source = resolve_model(model_id, kind)
     if weights:
         kwargs["use_safetensors"] = True
@@ -223,9 +223,9 @@ def pick_device(name: str = "auto") -> Any:
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device '{name}' is not a valid torch device (use auto, cpu, cuda, cuda:1, mps)") from e
+        raise InputError(f"device '{name}' is not a valid torch device (use auto, cpu, cuda, cuda:1, mps)") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' was requested but CUDA is not available; use device=auto or cpu")
+        raise InputError(f"device '{name}' was requested but CUDA is not available; use device=auto or cpu")
     return dev
 
 
@@ -234,7 +234,7 @@ def pick_dtype(name: str, device: Any) -> Any:
     import torch
 
     if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {name!r}")
+        raise InputError(f"dtype must be one of {list(DTYPES)}, got {name!r}")
     if name == "auto":
         return torch.float16 if getattr(device, "type", str(device)) in ("cuda", "mps") else torch.float32
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]

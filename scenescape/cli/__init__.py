@@ -1,7 +1,8 @@
 """Command line: ``scenescape generate | demo | render | export | models | object``.
 
-User errors (bad input, bad config, a missing model, a run-folder conflict) are printed as one
-``error: ...`` line and exit with status 2; set ``SCENESCAPE_DEBUG=1`` for the traceback.
+User errors (:class:`~scenescape.errors.ScenescapeError`: bad input, bad config, a missing model, a
+run-folder conflict) are printed as one ``error: ...`` line and exit with status 2; set
+``SCENESCAPE_DEBUG=1`` for the traceback. Any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except (ScenescapeError, ValueError, FileExistsError, FileNotFoundError) as e:
+        except ScenescapeError as e:
             if os.environ.get("SCENESCAPE_DEBUG"):
                 raise
             click.echo(f"error: {e}", err=True)

@@ -99,7 +99,7 @@ def required_models(cfg: Any) -> list[Requirement]:
 
 def _load(config_path: str | None, overrides: tuple[str, ...], object_mode: bool) -> Any:
     if object_mode:
-        from scenescape.object import ObjectConfig as cls
+        from scenescape.pipelines.object import ObjectConfig as cls
     else:
         from scenescape.pipelines.scene import SceneConfig as cls
     return load_config(cls, config_path, list(overrides))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import click
 
+from scenescape.errors import InputError
+
 
 @click.command("object", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompt", required=False)
@@ -31,7 +33,7 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
 
     Extra KEY=VALUE arguments override config keys (e.g. seed=3 resolution=64 guidance.options.mode=sjc).
     """
-    from scenescape.object.train import ObjectConfig, ObjectPipeline, export_run
+    from scenescape.pipelines.object.pipeline import ObjectConfig, ObjectPipeline, export_run
 
     if export_dir is not None:
         items = list(overrides)
@@ -44,7 +46,7 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
     if prompt is None:
         raise click.UsageError('a PROMPT is required, e.g. scenescape object "a ceramic mug"')
     if not prompt.strip():
-        raise ValueError('prompt must be a non-empty text, e.g. scenescape object "a ceramic mug"')
+        raise InputError('prompt must be a non-empty text, e.g. scenescape object "a ceramic mug"')
     if "=" in prompt and " " not in prompt.strip():
         raise click.UsageError(f"the first argument must be the prompt, got the override {prompt!r}")
     items = list(overrides)

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from scenescape.errors import RunError
+from scenescape.errors import InputError, RunError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
 
@@ -71,12 +71,12 @@ def _build_config(config_path: str | None, overrides: list[str], prompt: str | N
 
 def _check_trajectory(cfg: Any) -> int | None:
     """Validate a trajectory file or preset name before anything is written; a file's frame count."""
-    from scenescape.trajectory import PRESETS, load_trajectory_file, looks_like_path
+    from scenescape.trajectories import PRESETS, load_trajectory_file, looks_like_path
 
     name = cfg.trajectory.name
     if looks_like_path(name):
         if not Path(name).is_file():
-            raise ValueError(f"trajectory file '{name}' does not exist")
+            raise InputError(f"trajectory file '{name}' does not exist")
         items = load_trajectory_file(name)
         return sum(int(getattr(s, "frames", None) or 1) for s in items)
     if name not in PRESETS:
@@ -84,7 +84,7 @@ def _check_trajectory(cfg: Any) -> int | None:
 
         close = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown trajectory '{name}'.{hint} Presets: {', '.join(PRESETS)}; or give a .json/.yaml file")
+        raise InputError(f"unknown trajectory '{name}'.{hint} Presets: {', '.join(PRESETS)}; or give a .json/.yaml file")
     return None
 
 
@@ -94,12 +94,12 @@ def _load_inputs(cfg: Any, image: str | None, init_depth: str | None) -> tuple[A
     from scenescape.io import load_depth, load_image
 
     if init_depth and not image:
-        raise ValueError("--init-depth needs --image (the photo the depth belongs to)")
+        raise InputError("--init-depth needs --image (the photo the depth belongs to)")
     if not image:
         return None, None
     p = Path(image)
     if not p.is_file():
-        raise ValueError(f"image '{p}' does not exist (check the --image path)")
+        raise InputError(f"image '{p}' does not exist (check the --image path)")
     raw = load_image(p)  # converts grey/RGBA to RGB with a warning
     h0, w0 = raw.shape[:2]
     img = load_image(p, size=(cfg.width, cfg.height)) if (w0, h0) != (cfg.width, cfg.height) else raw
@@ -175,7 +175,7 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
             raise click.UsageError(f"--resume continues with the run's saved config and inputs; do not pass {extra}")
         if overwrite:
             raise click.UsageError("choose either --resume or --overwrite")
-        from scenescape.pipelines.run import RunFolder
+        from scenescape.pipelines.runs import RunFolder
 
         run = RunFolder.open_existing(resume_dir)
         try:
@@ -214,17 +214,17 @@ def _load_camera(path: str | Path) -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"camera file '{p}' does not exist")
+        raise InputError(f"camera file '{p}' does not exist")
     try:
         data = read_json(p)
     except Exception as e:
-        raise ValueError(f"camera file '{p}' is not valid JSON: {e}") from e
+        raise InputError(f"camera file '{p}' is not valid JSON: {e}") from e
     try:
         if isinstance(data, dict) and "fx" in data:
             return Camera.from_dict(data)
         return cameras_from_json(data)[0]
     except ValueError as e:
-        raise ValueError(f"camera file '{p}': {e}") from e
+        raise InputError(f"camera file '{p}': {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def demo_start_frame(size: int = 512) -> tuple[Any, Any, Any, str]:
     """``(image, depth, camera, source)`` of the demo's first frame.
 
     From ``samples/demo/`` when running from a source checkout at its size; otherwise (an installed
-    package, or another size) rendered on the fly from :mod:`scenescape.synthetic`'s room - the same
+    package, or another size) rendered on the fly from :mod:`scenescape.evaluation`'s room - the same
     procedure ``samples/make_samples.py`` uses, so the result is the same.
     """
     from scenescape.geometry.camera import Camera
@@ -259,18 +259,18 @@ def demo_start_frame(size: int = 512) -> tuple[Any, Any, Any, str]:
             img = load_image(d / "image.png")
             depth = load_depth(d / "depth.npy", shape=(cam.height, cam.width))
             return img, depth, cam, str(d)
-    from scenescape.synthetic import default_camera, make_world
+    from scenescape.evaluation import default_camera, make_world
 
     cam = default_camera("room", size, size, 500.0 * size / 512)
     img, depth = make_world("room").render(cam)
-    return img.numpy(), depth.numpy(), cam, "scenescape.synthetic room (rendered)"
+    return img.numpy(), depth.numpy(), cam, "synthetic room of scenescape.evaluation (rendered)"
 
 
 def demo_config(frames: int = 60, size: int = 512, overrides: list[str] | None = None) -> Any:
     """The offline demo's config: classical backends, forward walk with SceneScape's yaw sweep."""
     from scenescape.config import apply_overrides
+    from scenescape.evaluation import suggest_trajectory
     from scenescape.pipelines.scene import SceneConfig
-    from scenescape.synthetic import suggest_trajectory
 
     traj = suggest_trajectory("room", "forward_yaw")
     traj.params["step"] = 0.03
@@ -292,7 +292,7 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
     """Offline walkthrough from the shipped start frame with the classical backends (no model weights).
 
     The start frame is samples/demo/ of a source checkout; an installed package renders the same frame
-    from scenescape.synthetic. KEY=VALUE arguments override the config.
+    from scenescape.evaluation. KEY=VALUE arguments override the config.
     """
     from scenescape.pipelines.scene import ScenePipeline
 
@@ -340,11 +340,11 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
     from scenescape.geometry.mesh import SceneMesh
     from scenescape.geometry.raster import render_mesh
     from scenescape.io import read_json, write_gif, write_video
-    from scenescape.trajectory import build_trajectory
+    from scenescape.trajectories import build_trajectory
 
     out = Path(output)
     if out.suffix.lower() not in (".mp4", ".gif"):
-        raise ValueError(f"output '{out}' must end in .mp4 or .gif")
+        raise InputError(f"output '{out}' must end in .mp4 or .gif")
     mesh = SceneMesh.load(mesh_path)
     if camera_path:
         start = _load_camera(camera_path)
@@ -357,7 +357,7 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
         z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
         z = z[z > 0]
         scene_scale = float(z.median()) if z.numel() else 1.0
-    from scenescape.trajectory import looks_like_path
+    from scenescape.trajectories import looks_like_path
 
     if frames is None and not looks_like_path(trajectory):
         frames = 60
@@ -389,9 +389,9 @@ def export(mesh_path: str, out: str, overwrite: bool) -> None:
 
     o = Path(out)
     if o.suffix.lower() not in (".ply", ".glb", ".obj"):
-        raise ValueError(f"OUT '{o}' must end in .ply, .glb or .obj")
+        raise InputError(f"OUT '{o}' must end in .ply, .glb or .obj")
     if o.exists() and not overwrite:
-        raise FileExistsError(f"'{o}' already exists; pass --overwrite to replace it")
+        raise InputError(f"'{o}' already exists; pass --overwrite to replace it")
     mesh = SceneMesh.load(mesh_path)
     mesh.export(o)
     click.echo(f"mesh: {o} ({mesh.num_vertices} vertices, {mesh.num_faces} faces)")

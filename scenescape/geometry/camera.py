@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenescape.errors import InputError
+
 
 def _as_pose(world_to_camera: Any) -> torch.Tensor:
     if world_to_camera is None:
@@ -25,25 +27,25 @@ def _as_pose(world_to_camera: Any) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(world_to_camera.detach().cpu() if torch.is_tensor(world_to_camera)
                                    else world_to_camera, dtype=np.float64))
     if t.shape != (4, 4):
-        raise ValueError(f"world_to_camera must be a (4, 4) matrix, got shape {tuple(t.shape)}")
+        raise InputError(f"world_to_camera must be a (4, 4) matrix, got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
-        raise ValueError("world_to_camera contains NaN or infinite values")
+        raise InputError("world_to_camera contains NaN or infinite values")
     r = t[:3, :3]
     det = torch.linalg.det(r).item()
     if not math.isfinite(det) or abs(det) < 1e-6:
-        raise ValueError(
+        raise InputError(
             f"world_to_camera is not invertible (det of its rotation = {det:.3g}); "
             "it must be a rigid transform [R t; 0 0 0 1] with R a rotation"
         )
     if not torch.allclose(t[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=t.dtype), atol=1e-6):
-        raise ValueError(f"world_to_camera's last row must be [0, 0, 0, 1], got {t[3].tolist()}")
+        raise InputError(f"world_to_camera's last row must be [0, 0, 0, 1], got {t[3].tolist()}")
     # Re-orthonormalise tiny drift (JSON round trips, interpolation) so poses stay rigid.
     u, _, vh = torch.linalg.svd(r)
     rot = u @ vh
     if torch.linalg.det(rot) < 0:
-        raise ValueError("world_to_camera's rotation has a reflection (det < 0); use a right-handed rotation")
+        raise InputError("world_to_camera's rotation has a reflection (det < 0); use a right-handed rotation")
     if (rot - r).abs().max() > 1e-3:
-        raise ValueError("world_to_camera's upper-left 3x3 block is not a rotation matrix")
+        raise InputError("world_to_camera's upper-left 3x3 block is not a rotation matrix")
     t = t.clone()
     t[:3, :3] = rot
     return t.to(torch.float32)
@@ -72,13 +74,13 @@ class Camera:
         for name in ("fx", "fy", "cx", "cy"):
             v = float(getattr(self, name))
             if not math.isfinite(v):
-                raise ValueError(f"Camera.{name} must be finite, got {v}")
+                raise InputError(f"Camera.{name} must be finite, got {v}")
             setattr(self, name, v)
         if self.fx <= 0 or self.fy <= 0:
-            raise ValueError(f"Camera focal lengths must be > 0, got fx={self.fx}, fy={self.fy}")
+            raise InputError(f"Camera focal lengths must be > 0, got fx={self.fx}, fy={self.fy}")
         w, h = int(self.width), int(self.height)
         if w != self.width or h != self.height or w <= 0 or h <= 0:
-            raise ValueError(f"Camera width and height must be positive integers, got {self.width}x{self.height}")
+            raise InputError(f"Camera width and height must be positive integers, got {self.width}x{self.height}")
         self.width, self.height = w, h
         self.world_to_camera = _as_pose(self.world_to_camera)
 
@@ -91,7 +93,7 @@ class Camera:
         ``axis`` says which side the field of view spans: ``"horizontal"`` (width) or ``"vertical"``.
         """
         if not 0 < fov_deg < 180:
-            raise ValueError(f"field of view must be in (0, 180) degrees, got {fov_deg}")
+            raise InputError(f"field of view must be in (0, 180) degrees, got {fov_deg}")
         span = width if axis == "horizontal" else height
         f = 0.5 * span / math.tan(math.radians(fov_deg) / 2)
         return cls(f, f, width / 2, height / 2, width, height, world_to_camera)
@@ -106,12 +108,12 @@ class Camera:
         eye_t = torch.as_tensor(eye, dtype=torch.float64).reshape(3)
         z = torch.as_tensor(target, dtype=torch.float64).reshape(3) - eye_t
         if z.norm() < 1e-12:
-            raise ValueError("look_at: eye and target coincide")
+            raise InputError("look_at: eye and target coincide")
         z = z / z.norm()
         upv = torch.as_tensor(up, dtype=torch.float64).reshape(3)
         x = torch.linalg.cross(-upv, z)  # image x = right = down x forward
         if x.norm() < 1e-9:
-            raise ValueError("look_at: the view direction is parallel to 'up'; choose another up vector")
+            raise InputError("look_at: the view direction is parallel to 'up'; choose another up vector")
         x = x / x.norm()
         y = torch.linalg.cross(z, x)
         r = torch.stack([x, y, z])  # rows: camera axes in world coordinates
@@ -180,7 +182,7 @@ class Camera:
         """
         w, h = round(self.width * factor), round(self.height * factor)
         if abs(w - self.width * factor) > 1e-6 or abs(h - self.height * factor) > 1e-6:
-            raise ValueError(f"scaled({factor}) does not give an integer image size from {self.width}x{self.height}")
+            raise InputError(f"scaled({factor}) does not give an integer image size from {self.width}x{self.height}")
         return Camera(self.fx * factor, self.fy * factor, self.cx * factor, self.cy * factor, w, h,
                       self.world_to_camera.clone())
 
@@ -200,17 +202,17 @@ class Camera:
     def from_dict(cls, d: dict[str, Any]) -> Camera:
         """Inverse of :meth:`to_dict`; errors name the missing or bad field."""
         if not isinstance(d, dict):
-            raise ValueError(f"a camera must be a JSON object, got {type(d).__name__}")
+            raise InputError(f"a camera must be a JSON object, got {type(d).__name__}")
         missing = [k for k in ("fx", "fy", "cx", "cy", "width", "height", "world_to_camera") if k not in d]
         if missing:
-            raise ValueError(f"camera is missing field(s) {missing}")
+            raise InputError(f"camera is missing field(s) {missing}")
         unknown = sorted(set(d) - {"fx", "fy", "cx", "cy", "width", "height", "world_to_camera"})
         if unknown:
-            raise ValueError(f"camera has unknown field(s) {unknown}")
+            raise InputError(f"camera has unknown field(s) {unknown}")
         try:
             pose = np.asarray(d["world_to_camera"], dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"camera world_to_camera is not a 4x4 numeric matrix: {e}") from e
+            raise InputError(f"camera world_to_camera is not a 4x4 numeric matrix: {e}") from e
         return cls(d["fx"], d["fy"], d["cx"], d["cy"], d["width"], d["height"], pose)
 
     def to(self, device: Any) -> Camera:
@@ -241,11 +243,11 @@ def cameras_from_json(data: Any) -> list[Camera]:
     """Parse ``{"cameras": [...]}`` or a bare list; errors name the camera index."""
     items = data.get("cameras") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
-        raise ValueError("camera file must hold a non-empty list of cameras (or {'cameras': [...]})")
+        raise InputError("camera file must hold a non-empty list of cameras (or {'cameras': [...]})")
     out = []
     for i, d in enumerate(items):
         try:
             out.append(Camera.from_dict(d))
         except ValueError as e:
-            raise ValueError(f"camera {i}: {e}") from e
+            raise InputError(f"camera {i}: {e}") from e
     return out

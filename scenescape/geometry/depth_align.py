@@ -31,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from scenescape.errors import InputError
+
 Space = Literal["depth", "disparity"]
 
 _MIN_KNOWN = 16  # fewer known pixels than this cannot fix a scale and a shift
@@ -47,9 +49,9 @@ def _check_pair(pred: Any, known_depth: Any, known_mask: Any) -> tuple[np.ndarra
     k = _np(known_depth)
     m = _np(known_mask, bool)
     if p.ndim != 2:
-        raise ValueError(f"pred must be a (H, W) depth or disparity map, got shape {p.shape}")
+        raise InputError(f"pred must be a (H, W) depth or disparity map, got shape {p.shape}")
     if k.shape != p.shape or m.shape != p.shape:
-        raise ValueError(
+        raise InputError(
             f"pred {p.shape}, known_depth {k.shape} and known_mask {m.shape} must all have the same (H, W) shape"
         )
     return p, k, m
@@ -66,7 +68,7 @@ def robust_affine_fit(x: np.ndarray, y: np.ndarray, iters: int = 10, huber: floa
     x = np.asarray(x, np.float64).ravel()
     y = np.asarray(y, np.float64).ravel()
     if x.size != y.size or x.size < 2:
-        raise ValueError(f"robust_affine_fit needs two arrays of equal length >= 2, got {x.size} and {y.size}")
+        raise InputError(f"robust_affine_fit needs two arrays of equal length >= 2, got {x.size} and {y.size}")
     w = np.ones_like(x)
 
     def solve(weights: np.ndarray) -> tuple[float, float]:
@@ -125,12 +127,12 @@ def align_depth(pred: Any, known_depth: Any, known_mask: Any, space: Space = "de
     """
     p, k, m = _check_pair(pred, known_depth, known_mask)
     if space not in ("depth", "disparity"):
-        raise ValueError(f"space must be 'depth' or 'disparity', got {space!r}")
+        raise InputError(f"space must be 'depth' or 'disparity', got {space!r}")
     m = m & np.isfinite(k) & (k > 0) & np.isfinite(p)
     if m.sum() < _MIN_KNOWN:
-        raise ValueError(f"align_depth needs at least {_MIN_KNOWN} known pixels, got {int(m.sum())}")
+        raise InputError(f"align_depth needs at least {_MIN_KNOWN} known pixels, got {int(m.sum())}")
     if not np.isfinite(p).all():
-        raise ValueError("pred contains NaN or infinite values")
+        raise InputError("pred contains NaN or infinite values")
     target = k[m] if space == "depth" else 1.0 / k[m]
     scale, shift = robust_affine_fit(p[m], target, iters=iters, trim=trim)
     val = scale * p + shift
@@ -138,7 +140,7 @@ def align_depth(pred: Any, known_depth: Any, known_mask: Any, space: Space = "de
     lo = 0.5 * kmin if min_depth is None else float(min_depth)
     hi = max(2.0 * kmax, 10.0 * kmax) if max_depth is None else float(max_depth)
     if lo <= 0 or hi <= lo:
-        raise ValueError(f"min_depth/max_depth must satisfy 0 < min_depth < max_depth, got {lo}, {hi}")
+        raise InputError(f"min_depth/max_depth must satisfy 0 < min_depth < max_depth, got {lo}, {hi}")
     if space == "depth":
         depth = val
     else:
@@ -198,7 +200,7 @@ def harmonic_fill(values: Any, fixed: Any, region: Any = None, weights: tuple[np
     v = _np(values, np.float64)
     fx = _np(fixed, bool)
     if v.ndim != 2 or fx.shape != v.shape:
-        raise ValueError(f"values {v.shape} and fixed {fx.shape} must be (H, W) arrays of the same shape")
+        raise InputError(f"values {v.shape} and fixed {fx.shape} must be (H, W) arrays of the same shape")
     rg = ~fx if region is None else (_np(region, bool) & ~fx)
     h, w = v.shape
     if weights is None:
@@ -207,7 +209,7 @@ def harmonic_fill(values: Any, fixed: Any, region: Any = None, weights: tuple[np
     else:
         wh, wv = (np.asarray(a, np.float64) for a in weights)
         if wh.shape != (h, w - 1) or wv.shape != (h - 1, w):
-            raise ValueError(f"weights must have shapes {(h, w - 1)} and {(h - 1, w)}, got {wh.shape}, {wv.shape}")
+            raise InputError(f"weights must have shapes {(h, w - 1)} and {(h - 1, w)}, got {wh.shape}, {wv.shape}")
     out = np.where(fx, v, 0.0)
     n = int(rg.sum())
     if n == 0:
@@ -293,7 +295,7 @@ def seam_correction(aligned: Any, known_depth: Any, known_mask: Any, new_mask: A
     a, k, km = _check_pair(aligned, known_depth, known_mask)
     nm = _np(new_mask, bool)
     if nm.shape != a.shape:
-        raise ValueError(f"new_mask has shape {nm.shape}, expected {a.shape}")
+        raise InputError(f"new_mask has shape {nm.shape}, expected {a.shape}")
     km = km & ~nm & (k > 0) & np.isfinite(k)
     seam = _boundary(nm) & km
     factor = np.ones_like(a)
@@ -335,13 +337,13 @@ def blend_to_known(aligned: Any, known_depth: Any, known_mask: Any, new_mask: An
     use_known = km & ~nm & (k > 0) & np.isfinite(k)
     use_new = ~use_known
     if not (np.isfinite(a[use_new]).all() and (a[use_new] > 0).all()):
-        raise ValueError("aligned depth must be finite and > 0 on the new pixels")
+        raise InputError("aligned depth must be finite and > 0 on the new pixels")
     out = np.where(use_known, k, a)
     if seam:
         f = seam_correction(a, k, use_known, use_new, max_step=max_step, weights=weights).numpy().astype(np.float64)
         out = np.where(use_new, a * f, out)
     if not (np.isfinite(out).all() and (out > 0).all()):  # pragma: no cover - guarded above
-        raise ValueError("blend_to_known produced a non-finite or non-positive depth")
+        raise InputError("blend_to_known produced a non-finite or non-positive depth")
     dev = aligned.device if torch.is_tensor(aligned) else None
     return torch.as_tensor(out, dtype=torch.float32, device=dev)
 

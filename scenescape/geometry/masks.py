@@ -11,18 +11,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from scenescape.errors import InputError
+
 
 def _as_mask(mask: Any, name: str = "mask") -> torch.Tensor:
     m = mask if torch.is_tensor(mask) else torch.as_tensor(mask)
     if m.dim() != 2:
-        raise ValueError(f"{name} must be an (H, W) mask, got shape {tuple(m.shape)}")
+        raise InputError(f"{name} must be an (H, W) mask, got shape {tuple(m.shape)}")
     return m.bool()
 
 
 def _check_kernel(kernel: int) -> int:
     k = int(kernel)
     if k != kernel or k < 1 or k % 2 == 0:
-        raise ValueError(f"kernel must be a positive odd integer, got {kernel!r}")
+        raise InputError(f"kernel must be a positive odd integer, got {kernel!r}")
     return k
 
 
@@ -82,12 +84,12 @@ def disocclusion_mask(coverage: Any, dilate: int = 1, *, open_kernel: int = 0, c
     cov = _as_mask(coverage, "coverage")
     r = int(dilate)
     if r < 0:
-        raise ValueError(f"dilate must be >= 0, got {r}")
+        raise InputError(f"dilate must be >= 0, got {r}")
     ring = int(edge_ring)
     if ring != edge_ring or ring < 0:
-        raise ValueError(f"edge_ring must be an integer >= 0, got {edge_ring!r}")
+        raise InputError(f"edge_ring must be an integer >= 0, got {edge_ring!r}")
     if ring > 0 and depth is None:
-        raise ValueError("edge_ring > 0 needs depth: pass the rendered depth (RenderOutput.depth)")
+        raise InputError("edge_ring > 0 needs depth: pass the rendered depth (RenderOutput.depth)")
     m = ~cov
     if open_kernel:
         m = open_mask(m, open_kernel)
@@ -108,12 +110,12 @@ def far_edge_mask(depth: Any, radius: int = 1, threshold: float = 0.1) -> torch.
     The nearer side of the same edge is not marked; empty pixels (depth <= 0) never are."""
     d = depth if torch.is_tensor(depth) else torch.as_tensor(depth)
     if d.dim() != 2:
-        raise ValueError(f"depth must be (H, W), got shape {tuple(d.shape)}")
+        raise InputError(f"depth must be (H, W), got shape {tuple(d.shape)}")
     rad = int(radius)
     if rad != radius or rad < 1:
-        raise ValueError(f"radius must be an integer >= 1, got {radius!r}")
+        raise InputError(f"radius must be an integer >= 1, got {radius!r}")
     if not threshold >= 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+        raise InputError(f"threshold must be >= 0, got {threshold!r}")
     d = d.float()
     valid = d > 0
     big = torch.where(valid, d, torch.full_like(d, float("inf")))
@@ -132,7 +134,7 @@ def confirm_nearer(mask: Any, base: Any, rendered_depth: Any, new_depth: Any, th
     rd = rendered_depth if torch.is_tensor(rendered_depth) else torch.as_tensor(rendered_depth)
     nd = new_depth if torch.is_tensor(new_depth) else torch.as_tensor(new_depth)
     if rd.shape != m.shape or nd.shape != m.shape or b.shape != m.shape:
-        raise ValueError(f"mask, base, rendered_depth and new_depth must share one (H, W) shape, got "
+        raise InputError(f"mask, base, rendered_depth and new_depth must share one (H, W) shape, got "
                          f"{tuple(m.shape)}, {tuple(b.shape)}, {tuple(rd.shape)}, {tuple(nd.shape)}")
     rd, nd = rd.to(m.device).float(), nd.to(m.device).float()
     nearer = (nd > 0) & (nd * (1.0 + float(threshold)) < rd)
@@ -179,7 +181,7 @@ def depth_edges(depth: Any, threshold: float = 0.1, dilate_px: int = 0) -> torch
     ``threshold`` (``max / min - 1``; empty pixels, depth <= 0, are ignored), optionally dilated."""
     d = depth if torch.is_tensor(depth) else torch.as_tensor(depth)
     if d.dim() != 2:
-        raise ValueError(f"depth must be (H, W), got shape {tuple(d.shape)}")
+        raise InputError(f"depth must be (H, W), got shape {tuple(d.shape)}")
     d = d.float()
     valid = d > 0
     edge = torch.zeros_like(valid)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.masks import dilate_mask
 from scenescape.geometry.projection import unproject
@@ -53,7 +54,7 @@ def _to_tensor(x: Any, name: str, device: torch.device) -> torch.Tensor:
         try:
             t = torch.as_tensor(np.asarray(x))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{name} must be an array or tensor: {e}") from e
+            raise InputError(f"{name} must be an array or tensor: {e}") from e
     return t.to(device)
 
 
@@ -61,18 +62,18 @@ def _check_image(image: Any, cam: Camera, device: torch.device) -> torch.Tensor:
     img = _to_tensor(image, "image", device)
     h, w = cam.height, cam.width
     if img.shape != (h, w, 3):
-        raise ValueError(f"image must have shape (H, W, 3) = ({h}, {w}, 3) to match the camera, "
+        raise InputError(f"image must have shape (H, W, 3) = ({h}, {w}, 3) to match the camera, "
                          f"got {tuple(img.shape)}")
     if img.dtype == torch.uint8:
         return img.float() / 255.0
     if not img.is_floating_point():
-        raise ValueError(f"image must be float in [0, 1] (or uint8), got dtype {img.dtype}")
+        raise InputError(f"image must be float in [0, 1] (or uint8), got dtype {img.dtype}")
     img = img.float()
     if not torch.isfinite(img).all():
-        raise ValueError("image contains NaN or infinite values")
+        raise InputError("image contains NaN or infinite values")
     lo, hi = float(img.min()), float(img.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"image values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
+        raise InputError(f"image values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
     return img.clamp(0, 1)
 
 
@@ -82,10 +83,10 @@ def _check_mask(mask: Any, cam: Camera, device: torch.device) -> torch.Tensor:
         return torch.ones(h, w, dtype=torch.bool, device=device)
     m = _to_tensor(mask, "mask", device)
     if m.shape != (h, w):
-        raise ValueError(f"mask must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(m.shape)}")
+        raise InputError(f"mask must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(m.shape)}")
     m = m.bool()
     if not m.any():
-        raise ValueError("mask is empty (no pixel to add); pass a mask with at least one True pixel")
+        raise InputError("mask is empty (no pixel to add); pass a mask with at least one True pixel")
     return m
 
 
@@ -95,15 +96,15 @@ def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.devi
     if d.dim() == 3 and d.shape[-1] == 1:
         d = d[..., 0]
     if d.shape != (h, w):
-        raise ValueError(f"depth must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(d.shape)}")
+        raise InputError(f"depth must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(d.shape)}")
     if not (d.is_floating_point() or d.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
-        raise ValueError(f"depth must be numeric, got dtype {d.dtype}")
+        raise InputError(f"depth must be numeric, got dtype {d.dtype}")
     d = d.float()
     dm = d[mask]
     if not torch.isfinite(dm).all():
-        raise ValueError("depth has NaN or infinite values inside the mask; depth must be finite z-depth > 0")
+        raise InputError("depth has NaN or infinite values inside the mask; depth must be finite z-depth > 0")
     if (dm <= 0).any():
-        raise ValueError(f"depth has {int((dm <= 0).sum())} non-positive values inside the mask; "
+        raise InputError(f"depth has {int((dm <= 0).sum())} non-positive values inside the mask; "
                          "depth must be z-depth > 0 wherever pixels are added")
     return d
 
@@ -157,16 +158,16 @@ class SceneMesh:
         v = v.to(device=device, dtype=torch.float32).reshape(-1, 3) if v.numel() == 0 else v.to(device).float()
         f = f.to(device).reshape(-1, 3) if f.numel() == 0 else f.to(device)
         if v.dim() != 2 or v.shape[1] != 3:
-            raise ValueError(f"vertices must be (N, 3), got {tuple(v.shape)}")
+            raise InputError(f"vertices must be (N, 3), got {tuple(v.shape)}")
         if f.dim() != 2 or f.shape[1] != 3:
-            raise ValueError(f"faces must be (M, 3), got {tuple(f.shape)}")
+            raise InputError(f"faces must be (M, 3), got {tuple(f.shape)}")
         if f.is_floating_point():
-            raise ValueError(f"faces must be integer indices, got dtype {f.dtype}")
+            raise InputError(f"faces must be integer indices, got dtype {f.dtype}")
         f = f.long()
         if not torch.isfinite(v).all():
-            raise ValueError("vertices contain NaN or infinite values")
+            raise InputError("vertices contain NaN or infinite values")
         if f.numel() and (int(f.min()) < 0 or int(f.max()) >= v.shape[0]):
-            raise ValueError(f"faces index vertices out of range [0, {v.shape[0]})")
+            raise InputError(f"faces index vertices out of range [0, {v.shape[0]})")
         if colors is None:
             c = torch.full((v.shape[0], 3), 0.5, device=device)
         else:
@@ -177,7 +178,7 @@ class SceneMesh:
             if c.shape[1] == 4:
                 c = c[:, :3]
             if c.shape != (v.shape[0], 3):
-                raise ValueError(f"colors must be (N, 3) with N = {v.shape[0]} vertices, got {tuple(c.shape)}")
+                raise InputError(f"colors must be (N, 3) with N = {v.shape[0]} vertices, got {tuple(c.shape)}")
         self.vertices = v.contiguous()
         self.faces = f.contiguous()
         self.colors = c.clamp(0, 1).contiguous()
@@ -258,7 +259,7 @@ class SceneMesh:
             :class:`ExtendStats` (vertices added, faces added, faces dropped, seam vertices).
         """
         if not isinstance(cam, Camera):
-            raise ValueError(f"cam must be a scenescape Camera, got {type(cam).__name__}")
+            raise InputError(f"cam must be a scenescape Camera, got {type(cam).__name__}")
         topts = TriangulationOptions.from_kwargs(**opts)
         device = self.device
         h, w = cam.height, cam.width
@@ -272,11 +273,11 @@ class SceneMesh:
                 render = render_mesh(self, cam)
             fi = getattr(render, "face_index", None)
             if fi is None or tuple(fi.shape) != (h, w) or getattr(render, "bary", None) is None:
-                raise ValueError(f"render must be the RenderOutput of this mesh at cam ({h}x{w}) with face_index "
+                raise InputError(f"render must be the RenderOutput of this mesh at cam ({h}x{w}) with face_index "
                                  "and bary")
             fi = fi.to(device)
             if fi.numel() and int(fi.max()) >= self.num_faces:
-                raise ValueError("render.face_index refers to faces this mesh does not have; "
+                raise InputError("render.face_index refers to faces this mesh does not have; "
                                  "render the mesh at this camera again")
         # ---- all input checked; nothing below raises on user input
         d = torch.where(m, d, torch.ones_like(d))
@@ -331,7 +332,7 @@ class SceneMesh:
         import trimesh
 
         if axes not in _AXES:
-            raise ValueError(f"axes must be one of {_AXES}, got {axes!r}")
+            raise InputError(f"axes must be one of {_AXES}, got {axes!r}")
         v = self.vertices.detach().cpu().numpy().astype(np.float32)
         if axes == "opengl":
             v = v * _FLIP
@@ -365,9 +366,9 @@ class SceneMesh:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".ply", ".obj", ".glb"):
-            raise ValueError(f"export path must end in .ply, .obj or .glb, got {str(path)!r}")
+            raise InputError(f"export path must end in .ply, .obj or .glb, got {str(path)!r}")
         if self.num_faces == 0:
-            raise ValueError("cannot export an empty mesh (no faces)")
+            raise InputError("cannot export an empty mesh (no faces)")
         tm = self.to_trimesh(axes=axes)
         if suffix == ".ply":
             data = tm.export(file_type="ply", encoding="binary")
@@ -393,14 +394,14 @@ class SceneMesh:
 
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"mesh file not found: {path}")
+            raise InputError(f"mesh file not found: {path}")
         suffix = path.suffix.lower()
         if suffix == ".npz":
             return cls.load_npz(path, device=device)
         if suffix not in (".ply", ".obj", ".glb"):
-            raise ValueError(f"mesh path must end in .ply, .obj, .glb or .npz, got {str(path)!r}")
+            raise InputError(f"mesh path must end in .ply, .obj, .glb or .npz, got {str(path)!r}")
         if axes not in _AXES:
-            raise ValueError(f"axes must be one of {_AXES}, got {axes!r}")
+            raise InputError(f"axes must be one of {_AXES}, got {axes!r}")
         kwargs: dict[str, Any] = {"process": False}
         if suffix == ".obj":
             kwargs["maintain_order"] = True
@@ -409,7 +410,7 @@ class SceneMesh:
         if isinstance(loaded, trimesh.Scene):
             nodes = loaded.graph.nodes_geometry
             if not nodes:
-                raise ValueError(f"{path} holds no mesh")
+                raise InputError(f"{path} holds no mesh")
             if len(nodes) == 1:  # keep the geometry itself: Scene.dump() drops glTF COLOR_0 next to a material
                 transform, gname = loaded.graph.get(nodes[0])
                 loaded = loaded.geometry[gname]
@@ -452,10 +453,10 @@ class SceneMesh:
     def load_npz(cls, path: str | Path, device: Any = None) -> SceneMesh:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"mesh checkpoint not found: {path}")
+            raise InputError(f"mesh checkpoint not found: {path}")
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("vertices", "faces", "colors") if k not in z.files]
             if missing:
-                raise ValueError(f"{path} is not a SceneMesh checkpoint (missing {missing})")
+                raise InputError(f"{path} is not a SceneMesh checkpoint (missing {missing})")
             v, f, c = z["vertices"], z["faces"], z["colors"]
         return cls(torch.from_numpy(v), torch.from_numpy(f), torch.from_numpy(c), device=device or "cpu")

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 
 
@@ -55,7 +56,7 @@ def unproject(depth: Any, camera: Camera, world: bool = True) -> torch.Tensor:
     """
     d = as_tensor(depth)
     if d.shape != (camera.height, camera.width):
-        raise ValueError(f"depth has shape {tuple(d.shape)}, but the camera is {camera.height}x{camera.width} (H, W)")
+        raise InputError(f"depth has shape {tuple(d.shape)}, but the camera is {camera.height}x{camera.width} (H, W)")
     pts = camera_rays(camera, device=d.device) * d[..., None]
     if world:
         pts = transform_points(pts, camera.camera_to_world)

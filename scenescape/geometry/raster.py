@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 
 _KEY_EMPTY = torch.iinfo(torch.int64).max
@@ -277,11 +278,11 @@ def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = 
     """
     s = int(supersample)
     if s < 1 or s != supersample:
-        raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
+        raise InputError(f"supersample must be a positive integer, got {supersample!r}")
     if coverage not in ("any", "majority"):
-        raise ValueError(f"coverage must be 'any' or 'majority', got {coverage!r}")
+        raise InputError(f"coverage must be 'any' or 'majority', got {coverage!r}")
     if backend not in ("torch", "pytorch3d"):
-        raise ValueError(f"backend must be 'torch' or 'pytorch3d', got {backend!r}")
+        raise InputError(f"backend must be 'torch' or 'pytorch3d', got {backend!r}")
     verts, faces, colors = mesh.vertices, mesh.faces, mesh.colors
     device = verts.device
     rcam = cam.scaled(s) if s > 1 else cam

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from scenescape.errors import InputError
+
 
 @dataclass
 class TriangulationOptions:
@@ -45,12 +47,12 @@ class TriangulationOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(opts) - names)
         if unknown:
-            raise ValueError(f"unknown triangulation option(s) {unknown}; valid: {sorted(names)}")
+            raise InputError(f"unknown triangulation option(s) {unknown}; valid: {sorted(names)}")
         out = cls(**opts)
         if not out.max_rel_jump > 0:
-            raise ValueError(f"max_rel_jump must be > 0, got {out.max_rel_jump}")
+            raise InputError(f"max_rel_jump must be > 0, got {out.max_rel_jump}")
         if not 0 <= out.min_cos < 1:
-            raise ValueError(f"min_cos must be in [0, 1), got {out.min_cos}")
+            raise InputError(f"min_cos must be in [0, 1), got {out.min_cos}")
         return out
 
 

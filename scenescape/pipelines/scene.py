@@ -47,7 +47,7 @@ import torch
 
 from scenescape.backends.base import DEPTH, INPAINTERS, TEXT_TO_IMAGE, BackendConfig, seed_for_frame
 from scenescape.config import ConfigError, from_dict, load_config, to_dict
-from scenescape.errors import RunError, ScenescapeError
+from scenescape.errors import InputError, RunError, ScenescapeError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.depth_align import align_depth, blend_to_known
 
@@ -135,7 +135,7 @@ class OutputConfig:
 
 
 def _default_trajectory() -> Any:
-    from scenescape.trajectory import TrajectoryConfig
+    from scenescape.trajectories import TrajectoryConfig
 
     return TrajectoryConfig(name="scenescape")
 
@@ -144,7 +144,7 @@ def _default_trajectory() -> Any:
 class SceneConfig:
     """Everything a scene run needs; YAML presets in ``configs/`` follow this shape.
 
-    ``trajectory`` is a :class:`scenescape.trajectory.TrajectoryConfig` (``{name, params, frames}``);
+    ``trajectory`` is a :class:`scenescape.trajectories.TrajectoryConfig` (``{name, params, frames}``);
     a plain string is a preset name or a trajectory file path. ``depth``, ``inpainter`` and
     ``text_to_image`` pick backends by registered name (``{name: opencv, options: {...}}``);
     ``text_to_image.name: ""`` means none.
@@ -175,7 +175,7 @@ class SceneConfig:
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        from scenescape.trajectory import TrajectoryConfig
+        from scenescape.trajectories import TrajectoryConfig
 
         if isinstance(self.trajectory, (str, Path)):
             self.trajectory = TrajectoryConfig(name=str(self.trajectory))
@@ -275,29 +275,29 @@ def _validate_image(image: Any, cfg: SceneConfig, where: str) -> np.ndarray:
         warnings.warn(f"{where} is greyscale; converting to RGB", stacklevel=3)
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ValueError(f"{where} must be an (H, W, 3) RGB image, got shape {a.shape}")
+        raise InputError(f"{where} must be an (H, W, 3) RGB image, got shape {a.shape}")
     if a.shape[2] == 4:
         warnings.warn(f"{where} has an alpha channel; dropping it", stacklevel=3)
         a = a[..., :3]
     if not np.isfinite(a).all():
-        raise ValueError(f"{where} contains NaN or infinite values")
+        raise InputError(f"{where} contains NaN or infinite values")
     if a.max() > 1.0 + 1e-6:
         if a.max() <= 255.0:
             warnings.warn(f"{where} looks like 0-255 values; scaling to [0, 1]", stacklevel=3)
             a = a / 255.0
         else:
-            raise ValueError(f"{where} values must be in [0, 1] (float) or 0-255, max is {a.max()}")
+            raise InputError(f"{where} values must be in [0, 1] (float) or 0-255, max is {a.max()}")
     return np.ascontiguousarray(np.clip(a, 0.0, 1.0), dtype=np.float32)
 
 
 def _validate_depth(depth: Any, shape: tuple[int, int], where: str = "init_depth") -> np.ndarray:
     d = _np(depth).squeeze()
     if d.shape != tuple(shape):
-        raise ValueError(f"{where} has shape {d.shape}, but the image is {tuple(shape)} (H, W)")
+        raise InputError(f"{where} has shape {d.shape}, but the image is {tuple(shape)} (H, W)")
     if not np.isfinite(d).all():
-        raise ValueError(f"{where} contains NaN or infinite values")
+        raise InputError(f"{where} contains NaN or infinite values")
     if (d <= 0).any():
-        raise ValueError(f"{where} contains zero or negative depths ({int((d <= 0).sum())} pixels)")
+        raise InputError(f"{where} contains zero or negative depths ({int((d <= 0).sum())} pixels)")
     return np.ascontiguousarray(d, dtype=np.float32)
 
 
@@ -453,7 +453,7 @@ class ScenePipeline:
     def build_cameras(self, start: Camera | None = None, scene_scale: float | None = None,
                       frames: int | None = None) -> list[Camera]:
         """Cameras of the configured trajectory from ``start`` (default: :meth:`SceneConfig.camera`)."""
-        from scenescape.trajectory import build_trajectory
+        from scenescape.trajectories import build_trajectory
 
         cfg = self.config
         start = start if start is not None else cfg.camera()
@@ -473,7 +473,7 @@ class ScenePipeline:
             init_image: optional ``(H, W, 3)`` start image in [0, 1] (or 0-255; greyscale/RGBA are
                 converted with a warning).
             init_depth: optional ``(H, W)`` z-depth of ``init_image`` (finite, > 0).
-            out_dir: write a run folder there (see :mod:`scenescape.pipelines.run`).
+            out_dir: write a run folder there (see :mod:`scenescape.pipelines.runs`).
             resume: continue the run in ``out_dir`` from its last checkpoint (its saved cameras and
                 inputs are used; passing different ones is an error).
             overwrite: replace an existing run folder ``out_dir``.
@@ -483,12 +483,12 @@ class ScenePipeline:
         cfg = self.config
         prompt = cfg.prompt if prompt is None else str(prompt)
         if out_dir is None and resume:
-            raise ValueError("resume=True needs out_dir (the run folder to continue)")
+            raise InputError("resume=True needs out_dir (the run folder to continue)")
         if resume and overwrite:
-            raise ValueError("choose either resume or overwrite, not both")
+            raise InputError("choose either resume or overwrite, not both")
         run = None
         if out_dir is not None and resume:
-            from scenescape.pipelines.run import RunFolder
+            from scenescape.pipelines.runs import RunFolder
 
             run = RunFolder.open_existing(out_dir)
         timings = {k: 0.0 for k in STAGES}
@@ -501,15 +501,15 @@ class ScenePipeline:
             init_image = _validate_image(init_image, cfg, "init_image")
         if init_depth is not None:
             if init_image is None:
-                raise ValueError("init_depth was given without init_image; pass the image the depth belongs to")
+                raise InputError("init_depth was given without init_image; pass the image the depth belongs to")
             init_depth = _validate_depth(init_depth, init_image.shape[:2])
         cams = list(cameras) if cameras is not None else self._explicit_cameras()
         if cams is not None:
             if not cams:
-                raise ValueError("cameras is empty; pass at least one Camera")
+                raise InputError("cameras is empty; pass at least one Camera")
             for i, c in enumerate(cams):
                 if not isinstance(c, Camera):
-                    raise ValueError(f"cameras[{i}] is a {type(c).__name__}, not a Camera")
+                    raise InputError(f"cameras[{i}] is a {type(c).__name__}, not a Camera")
         first = cams[0] if cams else (start_camera if start_camera is not None else None)
         if first is None:
             if init_image is not None and init_image.shape[:2] != (cfg.height, cfg.width):
@@ -520,21 +520,21 @@ class ScenePipeline:
         else:
             cam0 = first
         if init_image is not None and init_image.shape[:2] != (cam0.height, cam0.width):
-            raise ValueError(f"init_image is {init_image.shape[1]}x{init_image.shape[0]} but the first camera is "
+            raise InputError(f"init_image is {init_image.shape[1]}x{init_image.shape[0]} but the first camera is "
                              f"{cam0.width}x{cam0.height}; resize the image or set width/height")
         mode = self._first_frame_mode(init_image)
         if mode in ("text_to_image", "inpainter") and not prompt.strip():
-            raise ValueError(f"a prompt is needed to make the first frame with the {mode.replace('_', '-')} backend; "
+            raise InputError(f"a prompt is needed to make the first frame with the {mode.replace('_', '-')} backend; "
                              "give PROMPT (or prompt: in the config), or start from an image (--image)")
         if self.depth is None and (cams is None or len(cams) > 1):
-            raise ValueError("no depth backend configured for the new pixels; set depth.name "
+            raise InputError("no depth backend configured for the new pixels; set depth.name "
                              "(completion, prior, transformers)")
         if cams is not None and len(cams) > 1 and self.inpainter is None:
-            raise ValueError("no inpainter configured; set inpainter.name (opencv, diffusers, oracle)")
+            raise InputError("no inpainter configured; set inpainter.name (opencv, diffusers, oracle)")
 
         if out_dir is not None and not resume:  # everything validated: only now is the folder made
             from scenescape.config import save_yaml
-            from scenescape.pipelines.run import RunFolder
+            from scenescape.pipelines.runs import RunFolder
 
             run = RunFolder.create(out_dir, overwrite=overwrite)
             save_yaml(dataclasses.replace(cfg, prompt=prompt), run.config_path)  # resolved, with the prompt
@@ -644,7 +644,7 @@ class ScenePipeline:
 
     def _explicit_cameras(self) -> list[Camera] | None:
         """The cameras of a trajectory file that lists explicit cameras (None for presets/segments)."""
-        from scenescape.trajectory import load_trajectory_file, looks_like_path
+        from scenescape.trajectories import load_trajectory_file, looks_like_path
 
         name = self.config.trajectory.name
         if not looks_like_path(name):
@@ -654,7 +654,7 @@ class ScenePipeline:
             return None
         n = self.config.frames
         if n > len(items):
-            raise ValueError(f"trajectory file '{name}' has {len(items)} cameras but frames={n}")
+            raise InputError(f"trajectory file '{name}' has {len(items)} cameras but frames={n}")
         return list(items[:n])
 
     def _first_frame_mode(self, init_image: Any) -> str:
@@ -666,14 +666,14 @@ class ScenePipeline:
                 return "text_to_image"
             if self.inpainter is not None:
                 return "inpainter"
-            raise ValueError("nothing can make the first frame: pass an image (--image), or configure "
+            raise InputError("nothing can make the first frame: pass an image (--image), or configure "
                              "text_to_image or an inpainter")
         if mode == "image" and init_image is None:
-            raise ValueError("first_frame is 'image' but no image was given (--image PATH)")
+            raise InputError("first_frame is 'image' but no image was given (--image PATH)")
         if mode == "text_to_image" and self.text_to_image is None:
-            raise ValueError("first_frame is 'text_to_image' but no text_to_image backend is configured")
+            raise InputError("first_frame is 'text_to_image' but no text_to_image backend is configured")
         if mode == "inpainter" and self.inpainter is None:
-            raise ValueError("first_frame is 'inpainter' but no inpainter is configured")
+            raise InputError("first_frame is 'inpainter' but no inpainter is configured")
         return mode
 
     def _seed(self, frame: int, stream: int = 0) -> int:
@@ -858,7 +858,7 @@ class ScenePipeline:
         return {"depth": prev["depth"]} if self.config.mask.border_fix else {}
 
     def _finish_run(self, run: Any, result: SceneResult, prompt: str, loop_s: float) -> None:
-        from scenescape.pipelines.run import package_versions
+        from scenescape.pipelines.runs import package_versions
 
         cfg = self.config
         t = time.perf_counter()

@@ -26,6 +26,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from scenescape.errors import InputError
+
 _LOCK = threading.Lock()
 _CACHE: dict[tuple, str] = {}
 _CACHE_ROOT: str | None = None
@@ -295,5 +297,5 @@ def make_tiny_depth(folder: str | os.PathLike, kind: str = "dpt", seed: int = 0)
     and Depth Anything V2 relative checkpoints). Returns ``str(folder)``.
     """
     if kind not in ("dpt", "depth_anything"):
-        raise ValueError(f"kind must be 'dpt' or 'depth_anything', got {kind!r}")
+        raise InputError(f"kind must be 'dpt' or 'depth_anything', got {kind!r}")
     return _materialise(("depth", kind, int(seed)), folder, lambda p: _build_depth(p, kind, seed))

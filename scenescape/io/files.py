@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from scenescape.errors import InputError
+
 PathLike = str | os.PathLike
 
 
@@ -122,7 +124,7 @@ def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarra
 
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"image '{p}' does not exist (check the --image path)")
+        raise InputError(f"image '{p}' does not exist (check the --image path)")
     try:
         from PIL import Image
 
@@ -136,7 +138,7 @@ def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarra
     except ValueError:
         raise
     except Exception as e:  # PIL raises many kinds of errors for bad files
-        raise ValueError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
+        raise InputError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
     if size is not None and (a.shape[1], a.shape[0]) != tuple(size):
         import cv2
 
@@ -158,7 +160,7 @@ def load_depth(path: PathLike, shape: tuple[int, int] | None = None) -> np.ndarr
     """
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"depth file '{p}' does not exist (check the --init-depth path)")
+        raise InputError(f"depth file '{p}' does not exist (check the --init-depth path)")
     try:
         if p.suffix.lower() == ".npy":
             d = np.load(p, allow_pickle=False)
@@ -170,16 +172,16 @@ def load_depth(path: PathLike, shape: tuple[int, int] | None = None) -> np.ndarr
 
             d = iio.imread(p).astype(np.float32) / 1000.0
     except Exception as e:
-        raise ValueError(f"depth file '{p}' cannot be read ({type(e).__name__}: {e})") from e
+        raise InputError(f"depth file '{p}' cannot be read ({type(e).__name__}: {e})") from e
     d = np.asarray(d, dtype=np.float32).squeeze()
     if d.ndim != 2:
-        raise ValueError(f"depth file '{p}' must hold a 2-D (H, W) array, got shape {d.shape}")
+        raise InputError(f"depth file '{p}' must hold a 2-D (H, W) array, got shape {d.shape}")
     if shape is not None and d.shape != tuple(shape):
-        raise ValueError(f"depth file '{p}' has shape {d.shape}, but the image is {tuple(shape)} (H, W)")
+        raise InputError(f"depth file '{p}' has shape {d.shape}, but the image is {tuple(shape)} (H, W)")
     if not np.all(np.isfinite(d)):
-        raise ValueError(f"depth file '{p}' contains NaN or infinite values")
+        raise InputError(f"depth file '{p}' contains NaN or infinite values")
     if np.any(d <= 0):
-        raise ValueError(f"depth file '{p}' contains zero or negative depths ({int((d <= 0).sum())} pixels)")
+        raise InputError(f"depth file '{p}' contains zero or negative depths ({int((d <= 0).sum())} pixels)")
     return d
 
 
@@ -212,7 +214,7 @@ def write_video(path: PathLike, frames: Iterable[Any], fps: float = 10.0, qualit
     try:
         first = next(it)
     except StopIteration:
-        raise ValueError("write_video: no frames to write") from None
+        raise InputError("write_video: no frames to write") from None
     first = _frame_u8(first)
     h, w = first.shape[:2]
     pad_w, pad_h = w + (w % 2), h + (h % 2)
@@ -226,7 +228,7 @@ def write_video(path: PathLike, frames: Iterable[Any], fps: float = 10.0, qualit
             f = _frame_u8(frame)
             if f.shape[:2] != (h, w):
                 writer.close()
-                raise ValueError(f"write_video: frame size {f.shape[:2]} differs from the first {(h, w)}")
+                raise InputError(f"write_video: frame size {f.shape[:2]} differs from the first {(h, w)}")
             if (pad_h, pad_w) != (h, w):
                 f = np.pad(f, ((0, pad_h - h), (0, pad_w - w), (0, 0)), mode="edge")
             writer.send(np.ascontiguousarray(f))

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera, cameras_from_json, cameras_to_json
 
 # OpenGL camera axes (x right, y up, z back) <-> OpenCV (x right, y down, z forward): flip y and z.
@@ -133,7 +134,7 @@ def slerp_rotation(r0: np.ndarray, r1: np.ndarray, t: float) -> np.ndarray:
 def interpolate_cameras(a: Camera, b: Camera, t: float) -> Camera:
     """Camera between ``a`` (t=0) and ``b`` (t=1): centre lerp, rotation slerp, intrinsics lerp."""
     if (a.width, a.height) != (b.width, b.height):
-        raise ValueError(f"cannot interpolate cameras of different image sizes "
+        raise InputError(f"cannot interpolate cameras of different image sizes "
                          f"({a.width}x{a.height} and {b.width}x{b.height})")
     ca, cb = _c2w(a), _c2w(b)
     rot = slerp_rotation(ca[:3, :3], cb[:3, :3], t)
@@ -145,14 +146,14 @@ def interpolate_cameras(a: Camera, b: Camera, t: float) -> Camera:
 # ---------------------------------------------------------------------------------------------- presets
 def _check_n(n: int) -> int:
     if isinstance(n, bool) or int(n) != n or int(n) < 1:
-        raise ValueError(f"frames must be a positive integer, got {n!r}")
+        raise InputError(f"frames must be a positive integer, got {n!r}")
     return int(n)
 
 
 def _yaw_angles(n: int, yaw_step: float, flip_every: int) -> np.ndarray:
     """Cumulative yaw per frame; the increment's sign flips every ``flip_every`` frames."""
     if flip_every < 1:
-        raise ValueError(f"flip_every must be >= 1, got {flip_every}")
+        raise InputError(f"flip_every must be >= 1, got {flip_every}")
     inc = np.array([yaw_step * (1 if (k // flip_every) % 2 == 0 else -1) for k in range(max(n - 1, 0))])
     return np.concatenate([[0.0], np.cumsum(inc)])
 
@@ -224,7 +225,7 @@ def spiral(start: Camera, n: int, *, step: float = 0.01, radius: float = 0.05, p
     ``period`` frames); orientation fixed. Starts exactly at ``start``."""
     n = _check_n(n)
     if period <= 0:
-        raise ValueError(f"spiral period must be > 0 frames, got {period}")
+        raise InputError(f"spiral period must be > 0 frames, got {period}")
     c0 = _c2w(start)
     cams = [start]
     for k in range(1, n):
@@ -249,14 +250,14 @@ def interpolate_keyframes(keyframes: Sequence[Camera], n: int, position: str = "
     n = _check_n(n)
     keys = list(keyframes)
     if not keys:
-        raise ValueError("keyframes: need at least one keyframe camera")
+        raise InputError("keyframes: need at least one keyframe camera")
     if position not in ("linear", "catmull_rom"):
-        raise ValueError(f"keyframes: interpolation must be 'linear' or 'catmull_rom', got {position!r}")
+        raise InputError(f"keyframes: interpolation must be 'linear' or 'catmull_rom', got {position!r}")
     for i, k in enumerate(keys):
         if not isinstance(k, Camera):
-            raise ValueError(f"keyframe {i}: expected a Camera, got {type(k).__name__}")
+            raise InputError(f"keyframe {i}: expected a Camera, got {type(k).__name__}")
         if (k.width, k.height) != (keys[0].width, keys[0].height):
-            raise ValueError(f"keyframe {i}: image size {k.width}x{k.height} differs from keyframe 0's "
+            raise InputError(f"keyframe {i}: image size {k.width}x{k.height} differs from keyframe 0's "
                              f"{keys[0].width}x{keys[0].height}; all keyframes must share one size")
     if len(keys) == 1 or n == 1:
         return [keys[0]] * n if len(keys) == 1 else [keys[0]]
@@ -291,7 +292,7 @@ def keyframes(start: Camera, n: int, *, keyframes: Sequence[Any] = (), interpola
     n = _check_n(n)
     cams = [_parse_keyframe(k, start, i) for i, k in enumerate(keyframes)]
     if not cams:
-        raise ValueError("preset 'keyframes' needs a non-empty 'keyframes' list")
+        raise InputError("preset 'keyframes' needs a non-empty 'keyframes' list")
     if not cams[0] == start:
         cams = [start, *cams]
     return interpolate_keyframes(cams, n, interpolation)
@@ -303,19 +304,19 @@ def _parse_keyframe(k: Any, start: Camera, i: int) -> Camera:
     if isinstance(k, dict) and "eye" in k:
         unknown = sorted(set(k) - {"eye", "target", "up"})
         if unknown or "target" not in k:
-            raise ValueError(f"keyframe {i}: an eye/target keyframe takes fields eye, target, up "
+            raise InputError(f"keyframe {i}: an eye/target keyframe takes fields eye, target, up "
                              f"(got {sorted(k)})")
         try:
             pose = Camera.look_at_pose(k["eye"], k["target"], k.get("up", (0.0, -1.0, 0.0)))
         except (TypeError, RuntimeError) as e:
-            raise ValueError(f"keyframe {i}: eye/target/up must be 3 numbers each: {e}") from e
+            raise InputError(f"keyframe {i}: eye/target/up must be 3 numbers each: {e}") from e
         except ValueError as e:
-            raise ValueError(f"keyframe {i}: {e}") from e
+            raise InputError(f"keyframe {i}: {e}") from e
         return start.with_pose(pose)
     try:
         return Camera.from_dict(k)
     except ValueError as e:
-        raise ValueError(f"keyframe {i}: {e}") from e
+        raise InputError(f"keyframe {i}: {e}") from e
 
 
 PRESETS: dict[str, Callable[..., list[Camera]]] = {
@@ -347,7 +348,7 @@ def _preset(name: str) -> Callable[..., list[Camera]]:
         return PRESETS[name]
     close = difflib.get_close_matches(str(name), list(PRESETS), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"unknown trajectory preset '{name}'.{hint} Available: {', '.join(PRESETS)}; "
+    raise InputError(f"unknown trajectory preset '{name}'.{hint} Available: {', '.join(PRESETS)}; "
                      "or give a trajectory file (.json/.yaml)")
 
 
@@ -357,7 +358,7 @@ def _check_params(name: str, fn: Callable[..., Any], params: dict[str, Any]) -> 
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"trajectory preset '{name}' has no parameter '{key}'.{hint} "
+            raise InputError(f"trajectory preset '{name}' has no parameter '{key}'.{hint} "
                              f"Valid: {', '.join(valid)}")
 
 
@@ -374,7 +375,7 @@ def run_preset(name: str, start: Camera, n: int, params: dict[str, Any] | None =
         params["scene_scale"] = scene_scale
     for k, v in params.items():
         if k not in ("keyframes", "interpolation") and not isinstance(v, (int, float)):
-            raise ValueError(f"trajectory preset '{name}': parameter '{k}' must be a number, got {v!r}")
+            raise InputError(f"trajectory preset '{name}': parameter '{k}' must be a number, got {v!r}")
     return fn(start, n, **params)
 
 
@@ -389,12 +390,12 @@ def compose_segments(segments: Sequence[TrajectoryConfig], start: Camera,
     current = start
     for i, seg in enumerate(segments):
         if seg.frames is None:
-            raise ValueError(f"segment {i} ('{seg.name}'): missing 'frames'")
+            raise InputError(f"segment {i} ('{seg.name}'): missing 'frames'")
         n = _check_n(seg.frames)
         try:
             part = run_preset(seg.name, current, n + (1 if i else 0), seg.params, scene_scale)
         except ValueError as e:
-            raise ValueError(f"segment {i} ('{seg.name}'): {e}") from e
+            raise InputError(f"segment {i} ('{seg.name}'): {e}") from e
         part = part[1:] if i else part
         cams.extend(part)
         current = cams[-1]
@@ -423,24 +424,24 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
     if isinstance(spec, TrajectoryConfig):
         if looks_like_path(spec.name):
             if spec.params:
-                raise ValueError(f"trajectory file '{spec.name}' takes no params (got {sorted(spec.params)})")
+                raise InputError(f"trajectory file '{spec.name}' takes no params (got {sorted(spec.params)})")
             return build_trajectory(spec.name, start_camera, frames, scene_scale)
         n = frames if frames is not None else spec.frames
         if n is None:
-            raise ValueError(f"trajectory '{spec.name}': the number of frames is not set")
+            raise InputError(f"trajectory '{spec.name}': the number of frames is not set")
         return run_preset(spec.name, start_camera, _check_n(n), spec.params, scene_scale)
     if isinstance(spec, (str, Path)):
         if looks_like_path(spec):
             loaded = load_trajectory_file(spec)
             return build_trajectory(loaded, start_camera, frames, scene_scale)
         if frames is None:
-            raise ValueError(f"trajectory '{spec}': the number of frames is not set")
+            raise InputError(f"trajectory '{spec}': the number of frames is not set")
         return run_preset(str(spec), start_camera, _check_n(frames), {}, scene_scale)
     if isinstance(spec, dict):
         return build_trajectory(parse_trajectory_data(spec), start_camera, frames, scene_scale)
     items = list(spec)
     if not items:
-        raise ValueError("trajectory: empty list of segments/cameras")
+        raise InputError("trajectory: empty list of segments/cameras")
     if all(isinstance(c, dict) for c in items):
         return build_trajectory(parse_trajectory_data(items), start_camera, frames, scene_scale)
     if all(isinstance(c, Camera) for c in items):
@@ -448,11 +449,11 @@ def build_trajectory(spec: TrajectorySpec, start_camera: Camera, frames: int | N
     elif all(isinstance(s, TrajectoryConfig) for s in items):
         cams = compose_segments(items, start_camera, scene_scale)
     else:
-        raise ValueError("trajectory list must hold only Camera objects or only TrajectoryConfig segments")
+        raise InputError("trajectory list must hold only Camera objects or only TrajectoryConfig segments")
     if frames is not None:
         frames = _check_n(frames)
         if frames > len(cams):
-            raise ValueError(f"trajectory has {len(cams)} cameras but {frames} frames were requested")
+            raise InputError(f"trajectory has {len(cams)} cameras but {frames} frames were requested")
         cams = cams[:frames]
     return list(cams)
 
@@ -478,13 +479,13 @@ def load_cameras(path: str | Path) -> list[Camera]:
     """Read an explicit camera list file; errors name the camera index and field."""
     out = load_trajectory_file(path)
     if not all(isinstance(c, Camera) for c in out):
-        raise ValueError(f"'{path}' holds trajectory segments, not explicit cameras")
+        raise InputError(f"'{path}' holds trajectory segments, not explicit cameras")
     return out  # type: ignore[return-value]
 
 
 def _read_data(path: Path) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"trajectory file '{path}' does not exist")
+        raise InputError(f"trajectory file '{path}' does not exist")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -492,11 +493,11 @@ def _read_data(path: Path) -> Any:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ValueError(f"trajectory file '{path}' is not valid YAML: {e}") from e
+            raise InputError(f"trajectory file '{path}' is not valid YAML: {e}") from e
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"trajectory file '{path}' is not valid JSON: {e}") from e
+        raise InputError(f"trajectory file '{path}' is not valid JSON: {e}") from e
 
 
 def parse_trajectory_data(data: Any) -> list[Camera] | list[TrajectoryConfig]:
@@ -510,45 +511,45 @@ def parse_trajectory_data(data: Any) -> list[Camera] | list[TrajectoryConfig]:
     if isinstance(data, dict) and "segments" in data:
         unknown = sorted(set(data) - {"segments"})
         if unknown:
-            raise ValueError(f"trajectory has unknown top-level field(s) {unknown}; expected 'segments'")
+            raise InputError(f"trajectory has unknown top-level field(s) {unknown}; expected 'segments'")
         return _parse_segments(data["segments"])
     if isinstance(data, list) and data:
         if all(isinstance(d, dict) and ("preset" in d or "name" in d) for d in data):
             return _parse_segments(data)
         return cameras_from_json(data)
-    raise ValueError("a trajectory file must hold {'segments': [...]}, {'cameras': [...]}, a nerfstudio "
+    raise InputError("a trajectory file must hold {'segments': [...]}, {'cameras': [...]}, a nerfstudio "
                      "camera path ({'camera_path': [...]}) or a non-empty list of segments or cameras")
 
 
 def _parse_segments(items: Any) -> list[TrajectoryConfig]:
     if not isinstance(items, list) or not items:
-        raise ValueError("'segments' must be a non-empty list of {preset, frames, params}")
+        raise InputError("'segments' must be a non-empty list of {preset, frames, params}")
     out = []
     for i, d in enumerate(items):
         if not isinstance(d, dict):
-            raise ValueError(f"segment {i}: expected a mapping {{preset, frames, params}}, got {d!r}")
+            raise InputError(f"segment {i}: expected a mapping {{preset, frames, params}}, got {d!r}")
         unknown = sorted(set(d) - {"preset", "name", "frames", "params"})
         if unknown:
-            raise ValueError(f"segment {i}: unknown field(s) {unknown}; valid: preset, frames, params")
+            raise InputError(f"segment {i}: unknown field(s) {unknown}; valid: preset, frames, params")
         name = d.get("preset", d.get("name"))
         if not isinstance(name, str):
-            raise ValueError(f"segment {i}: field 'preset' must be a preset name, got {name!r}")
+            raise InputError(f"segment {i}: field 'preset' must be a preset name, got {name!r}")
         try:
             fn = _preset(name)
         except ValueError as e:
-            raise ValueError(f"segment {i}: {e}") from e
+            raise InputError(f"segment {i}: {e}") from e
         if "frames" not in d:
-            raise ValueError(f"segment {i}: missing field 'frames'")
+            raise InputError(f"segment {i}: missing field 'frames'")
         frames = d["frames"]
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-            raise ValueError(f"segment {i}: field 'frames' must be a positive integer, got {frames!r}")
+            raise InputError(f"segment {i}: field 'frames' must be a positive integer, got {frames!r}")
         params = d.get("params") or {}
         if not isinstance(params, dict):
-            raise ValueError(f"segment {i}: field 'params' must be a mapping, got {params!r}")
+            raise InputError(f"segment {i}: field 'params' must be a mapping, got {params!r}")
         try:
             _check_params(name, fn, params)
         except ValueError as e:
-            raise ValueError(f"segment {i}: {e}") from e
+            raise InputError(f"segment {i}: {e}") from e
         out.append(TrajectoryConfig(name=name, params=dict(params), frames=frames))
     return out
 
@@ -565,7 +566,7 @@ def load_trajectory_file(path: str | Path) -> list[Camera] | list[TrajectoryConf
     try:
         return parse_trajectory_data(data)
     except ValueError as e:
-        raise ValueError(f"trajectory file '{path}': {e}") from e
+        raise InputError(f"trajectory file '{path}': {e}") from e
 
 
 def save_trajectory_file(path: str | Path, segments: Sequence[TrajectoryConfig]) -> None:
@@ -586,14 +587,14 @@ def _matrix16(value: Any, where: str) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where} must be 16 numbers (row-major 4x4): {e}") from e
+        raise InputError(f"{where} must be 16 numbers (row-major 4x4): {e}") from e
     if m.size == 12:
         m = np.concatenate([m.reshape(-1), [0.0, 0.0, 0.0, 1.0]])
     if m.size != 16:
-        raise ValueError(f"{where} must be 16 numbers (row-major 4x4), got {m.size}")
+        raise InputError(f"{where} must be 16 numbers (row-major 4x4), got {m.size}")
     m = m.reshape(4, 4)
     if not np.isfinite(m).all():
-        raise ValueError(f"{where} contains NaN or infinite values")
+        raise InputError(f"{where} contains NaN or infinite values")
     return m
 
 
@@ -620,40 +621,40 @@ def cameras_from_nerfstudio_path(data: Any, width: int | None = None, height: in
     if isinstance(data, (str, Path)):
         data = _read_data(Path(data))
     if not isinstance(data, dict) or not isinstance(data.get("camera_path"), list) or not data["camera_path"]:
-        raise ValueError("a nerfstudio camera path needs a non-empty 'camera_path' list")
+        raise InputError("a nerfstudio camera path needs a non-empty 'camera_path' list")
     ctype = str(data.get("camera_type", "perspective")).lower()
     if ctype != "perspective":
-        raise ValueError(f"nerfstudio camera_type '{ctype}' is not supported (only 'perspective')")
+        raise InputError(f"nerfstudio camera_type '{ctype}' is not supported (only 'perspective')")
     h = height or data.get("render_height")
     w = width or data.get("render_width")
     if h is None:
-        raise ValueError("nerfstudio camera path: missing field 'render_height'")
+        raise InputError("nerfstudio camera path: missing field 'render_height'")
     out = []
     for i, item in enumerate(data["camera_path"]):
         where = f"camera {i}"
         if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected a mapping with camera_to_world and fov")
+            raise InputError(f"{where}: expected a mapping with camera_to_world and fov")
         for f in ("camera_to_world", "fov"):
             if f not in item:
-                raise ValueError(f"{where}: missing field '{f}'")
+                raise InputError(f"{where}: missing field '{f}'")
         c2w = _matrix16(item["camera_to_world"], f"{where}: camera_to_world")
         try:
             fov = float(item["fov"])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: field 'fov' must be a number (vertical degrees)") from e
+            raise InputError(f"{where}: field 'fov' must be a number (vertical degrees)") from e
         if not 0 < fov < 180:
-            raise ValueError(f"{where}: field 'fov' must be in (0, 180) degrees, got {fov}")
+            raise InputError(f"{where}: field 'fov' must be in (0, 180) degrees, got {fov}")
         ww = w
         if ww is None:
             aspect = item.get("aspect", data.get("aspect"))
             if aspect is None:
-                raise ValueError(f"{where}: no render_width and no 'aspect' to derive it")
+                raise InputError(f"{where}: no render_width and no 'aspect' to derive it")
             ww = round(float(h) * float(aspect))
         f = 0.5 * float(h) / math.tan(math.radians(fov) / 2)
         try:
             out.append(Camera(f, f, float(ww) / 2, float(h) / 2, int(ww), int(h), _opengl_c2w_to_w2c(c2w)))
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from e
+            raise InputError(f"{where}: {e}") from e
     return out
 
 
@@ -669,10 +670,10 @@ def to_nerfstudio_transforms(cameras: Sequence[Camera], frame_paths: Sequence[st
     cams = list(cameras)
     paths = [str(p) for p in frame_paths]
     if len(paths) != len(cams):
-        raise ValueError(f"frame_paths has {len(paths)} entries for {len(cams)} cameras")
+        raise InputError(f"frame_paths has {len(paths)} entries for {len(cams)} cameras")
     for name, extra in (("depth_paths", depth_paths), ("mask_paths", mask_paths)):
         if extra is not None and len(extra) != len(cams):
-            raise ValueError(f"{name} has {len(extra)} entries for {len(cams)} cameras")
+            raise InputError(f"{name} has {len(extra)} entries for {len(cams)} cameras")
     frames = []
     for i, (c, p) in enumerate(zip(cams, paths)):
         c2w_gl = _c2w(c) @ _GL_FLIP
@@ -695,25 +696,25 @@ def cameras_from_nerfstudio_transforms(data: dict[str, Any]) -> list[Camera]:
     """Inverse of :func:`to_nerfstudio_transforms` (per-frame or top-level intrinsics)."""
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
-        raise ValueError("nerfstudio transforms need a non-empty 'frames' list")
+        raise InputError("nerfstudio transforms need a non-empty 'frames' list")
     out = []
     for i, fr in enumerate(frames):
         if not isinstance(fr, dict):
-            raise ValueError(f"camera {i}: expected a mapping")
+            raise InputError(f"camera {i}: expected a mapping")
         vals = {}
         for f in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
             v = fr.get(f, data.get(f))
             if v is None:
-                raise ValueError(f"camera {i}: missing field '{f}'")
+                raise InputError(f"camera {i}: missing field '{f}'")
             vals[f] = v
         if "transform_matrix" not in fr:
-            raise ValueError(f"camera {i}: missing field 'transform_matrix'")
+            raise InputError(f"camera {i}: missing field 'transform_matrix'")
         c2w = _matrix16(fr["transform_matrix"], f"camera {i}: transform_matrix")
         try:
             out.append(Camera(vals["fl_x"], vals["fl_y"], vals["cx"], vals["cy"], vals["w"], vals["h"],
                               _opengl_c2w_to_w2c(c2w)))
         except ValueError as e:
-            raise ValueError(f"camera {i}: {e}") from e
+            raise InputError(f"camera {i}: {e}") from e
     return out
 
 

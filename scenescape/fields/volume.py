@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.projection import camera_rays
 
@@ -42,13 +43,13 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         if self.num_samples < 2:
-            raise ValueError(f"render.num_samples must be >= 2, got {self.num_samples}")
+            raise InputError(f"render.num_samples must be >= 2, got {self.num_samples}")
         if self.num_importance < 0:
-            raise ValueError(f"render.num_importance must be >= 0, got {self.num_importance}")
+            raise InputError(f"render.num_importance must be >= 0, got {self.num_importance}")
         if self.radius <= 0:
-            raise ValueError(f"render.radius must be > 0, got {self.radius}")
+            raise InputError(f"render.radius must be > 0, got {self.radius}")
         if self.chunk < 1:
-            raise ValueError(f"render.chunk must be >= 1, got {self.chunk}")
+            raise InputError(f"render.chunk must be >= 1, got {self.chunk}")
 
 
 @dataclass
@@ -194,10 +195,10 @@ def render_cameras(field: Any, background: Any, cameras: list[Camera], cfg: Rend
         chunk: rays per chunk (no gradient chunking is done when gradients are enabled unless given).
     """
     if not cameras:
-        raise ValueError("render_cameras: no cameras given")
+        raise InputError("render_cameras: no cameras given")
     h, w = cameras[0].height, cameras[0].width
     if any((c.height, c.width) != (h, w) for c in cameras):
-        raise ValueError("render_cameras: all cameras must have the same image size")
+        raise InputError("render_cameras: all cameras must have the same image size")
     dev = device if device is not None else _module_device(field)
     outs = []
     for i, cam in enumerate(cameras):

@@ -29,6 +29,7 @@ import numpy as np
 from scenescape.backends.base import seed_for_frame
 from scenescape.backends.finetune import FinetuneHistory, WeightSnapshot, finetune_decoder
 from scenescape.backends.models import backend_config, load_pretrained, pick_device, pick_dtype
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def set_scheduler(pipe: Any, name: str) -> None:
     elif name == "euler":
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     else:
-        raise ValueError(f"scheduler must be one of ddim, dpm++, euler; got {name!r}")
+        raise InputError(f"scheduler must be one of ddim, dpm++, euler; got {name!r}")
 
 
 def _dtype_kwarg() -> str:
@@ -77,7 +78,7 @@ def load_pipeline(loader: Any, model: str, device_name: str, dtype_name: str, *,
     device = pick_device(device_name)
     dtype = pick_dtype(dtype_name, device)
     if cpu_offload and device.type != "cuda":
-        raise ValueError("cpu_offload needs a CUDA device (it moves submodels between CPU and GPU); "
+        raise InputError("cpu_offload needs a CUDA device (it moves submodels between CPU and GPU); "
                          f"the device here is {device}; set cpu_offload: false")
     pipe = load_pretrained(loader, model, "diffusers", **{_dtype_kwarg(): dtype})
     if cpu_offload:
@@ -96,9 +97,9 @@ def to_float_image(image: Any, name: str = "image") -> np.ndarray:
     a = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     a = a.astype(np.float32, copy=False)
     if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"{name} must be a (H, W, 3) RGB array in [0, 1], got shape {a.shape}")
+        raise InputError(f"{name} must be a (H, W, 3) RGB array in [0, 1], got shape {a.shape}")
     if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InputError(f"{name} contains NaN or infinite values")
     return a
 
 
@@ -144,13 +145,13 @@ class DiffusersInpainter:
     def __init__(self, config: Config | None = None, device: Any = None, **kwargs: Any):
         cfg = backend_config(type(self), config, device, kwargs)
         if cfg.steps < 1:
-            raise ValueError(f"inpainter steps must be >= 1, got {cfg.steps}")
+            raise InputError(f"inpainter steps must be >= 1, got {cfg.steps}")
         if cfg.guidance < 0:
-            raise ValueError(f"inpainter guidance must be >= 0, got {cfg.guidance}")
+            raise InputError(f"inpainter guidance must be >= 0, got {cfg.guidance}")
         if cfg.outpaint_border < 0:
-            raise ValueError(f"outpaint_border must be >= 0 pixels, got {cfg.outpaint_border}")
+            raise InputError(f"outpaint_border must be >= 0 pixels, got {cfg.outpaint_border}")
         if cfg.decoder_finetune_steps < 0 or cfg.decoder_finetune_lr <= 0 or cfg.decoder_preservation_weight < 0:
-            raise ValueError("decoder finetuning needs decoder_finetune_steps >= 0, decoder_finetune_lr > 0 "
+            raise InputError("decoder finetuning needs decoder_finetune_steps >= 0, decoder_finetune_lr > 0 "
                              "and decoder_preservation_weight >= 0")
         self.config = cfg
         from diffusers import AutoPipelineForInpainting
@@ -204,10 +205,10 @@ class DiffusersInpainter:
         img = to_float_image(image)
         m = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
         if m.shape != img.shape[:2]:
-            raise ValueError(f"mask must be (H, W) = {img.shape[:2]} like the image, got shape {m.shape}")
+            raise InputError(f"mask must be (H, W) = {img.shape[:2]} like the image, got shape {m.shape}")
         m = m.astype(bool)
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
         s = self._take_seed(seed)
         if not m.any():
             return img.copy()
@@ -218,7 +219,7 @@ class DiffusersInpainter:
                  negative_prompt: str | None = None) -> np.ndarray:
         """A ``(height, width, 3)`` image from an empty, fully masked canvas."""
         if width < 8 or height < 8:
-            raise ValueError(f"width and height must be >= 8 pixels, got {width}x{height}")
+            raise InputError(f"width and height must be >= 8 pixels, got {width}x{height}")
         blank = np.full((height, width, 3), 0.5, np.float32)
         return self.inpaint(blank, np.ones((height, width), bool), None, prompt, seed=seed,
                             negative_prompt=negative_prompt)
@@ -263,7 +264,7 @@ class DiffusersInpainter:
             out = self._decode_with_finetune(latents, canvas, cmask)
         out = np.asarray(out, np.float32)[top:top + m.shape[0], left:left + m.shape[1]]
         if not np.isfinite(out).all():
-            raise ValueError(
+            raise InputError(
                 f"the inpainting model '{cfg.model}' produced NaN/inf pixels (dtype {self.dtype}); "
                 "try dtype: fp32 or bf16"
             )

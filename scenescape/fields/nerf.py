@@ -3,7 +3,7 @@
 World convention (OpenCV, as everywhere in scenescape): y points down, so "up" is ``-y``; the
 object sits at the origin inside ``[-bound, bound]^3``.
 
-* :class:`NeRFField` -- hash-grid (:mod:`scenescape.object.hashgrid`) or frequency encoding with
+* :class:`NeRFField` -- hash-grid (:mod:`scenescape.fields.hashgrid`) or frequency encoding with
   progressive bands, a small MLP to density and albedo, a density "blob" added before the
   activation so optimisation starts from a ball in the middle, and normals from the density
   gradient (finite differences or autograd).
@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from scenescape.object.hashgrid import HashGridEncoding
+from scenescape.errors import InputError
+from scenescape.fields.hashgrid import HashGridEncoding
 
 
 @dataclass
@@ -55,15 +56,15 @@ class FieldConfig:
 
     def __post_init__(self) -> None:
         if self.bound <= 0:
-            raise ValueError(f"nerf.bound must be > 0, got {self.bound}")
+            raise InputError(f"nerf.bound must be > 0, got {self.bound}")
         if self.hidden < 1 or self.layers < 1:
-            raise ValueError(f"nerf.hidden and nerf.layers must be >= 1, got {self.hidden}, {self.layers}")
+            raise InputError(f"nerf.hidden and nerf.layers must be >= 1, got {self.hidden}, {self.layers}")
         if self.frequencies < 0:
-            raise ValueError(f"nerf.frequencies must be >= 0, got {self.frequencies}")
+            raise InputError(f"nerf.frequencies must be >= 0, got {self.frequencies}")
         if self.blob_radius <= 0:
-            raise ValueError(f"nerf.blob_radius must be > 0, got {self.blob_radius}")
+            raise InputError(f"nerf.blob_radius must be > 0, got {self.blob_radius}")
         if self.fd_eps <= 0:
-            raise ValueError(f"nerf.fd_eps must be > 0, got {self.fd_eps}")
+            raise InputError(f"nerf.fd_eps must be > 0, got {self.fd_eps}")
 
 
 @dataclass
@@ -78,7 +79,7 @@ class BackgroundConfig:
 
     def __post_init__(self) -> None:
         if any(not 0.0 <= c <= 1.0 for c in self.color):
-            raise ValueError(f"background.color must be three values in [0, 1], got {self.color}")
+            raise InputError(f"background.color must be three values in [0, 1], got {self.color}")
 
 
 def frequency_encode(x: torch.Tensor, frequencies: int, band_weights: torch.Tensor | None = None) -> torch.Tensor:

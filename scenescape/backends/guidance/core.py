@@ -44,6 +44,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from scenescape.errors import InputError
+
 
 @runtime_checkable
 class Guidance(Protocol):
@@ -90,17 +92,17 @@ class ScoreDistillationConfig:
         for name in ("t_min", "t_max", "t_min_end", "t_max_end"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
-                raise ValueError(f"guidance {name} must be in [0, 1] (a fraction of the schedule), got {v}")
+                raise InputError(f"guidance {name} must be in [0, 1] (a fraction of the schedule), got {v}")
         if self.t_min > self.t_max:
-            raise ValueError(f"guidance t_min ({self.t_min}) must be <= t_max ({self.t_max})")
+            raise InputError(f"guidance t_min ({self.t_min}) must be <= t_max ({self.t_max})")
         if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+            raise InputError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+            raise InputError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if not 0 < self.sjc_sigma_min < self.sjc_sigma_max:
-            raise ValueError(f"need 0 < sjc_sigma_min < sjc_sigma_max, got {self.sjc_sigma_min}, {self.sjc_sigma_max}")
+            raise InputError(f"need 0 < sjc_sigma_min < sjc_sigma_max, got {self.sjc_sigma_min}, {self.sjc_sigma_max}")
         if self.sjc_samples < 1:
-            raise ValueError(f"sjc_samples must be >= 1, got {self.sjc_samples}")
+            raise InputError(f"sjc_samples must be >= 1, got {self.sjc_samples}")
 
     def t_range(self, step: int, max_steps: int) -> tuple[float, float]:
         """The (annealed) fraction range of the schedule at ``step``."""
@@ -174,7 +176,7 @@ def sjc_gradient(model: ScoreModel, latents: torch.Tensor, cond: torch.Tensor, u
     sig_all = sjc_sigma_ladder(model.alphas_cumprod)
     allowed = torch.nonzero((sig_all >= cfg.sjc_sigma_min) & (sig_all <= cfg.sjc_sigma_max)).flatten()
     if allowed.numel() == 0:
-        raise ValueError(f"no timestep has sigma in [{cfg.sjc_sigma_min}, {cfg.sjc_sigma_max}] "
+        raise InputError(f"no timestep has sigma in [{cfg.sjc_sigma_min}, {cfg.sjc_sigma_max}] "
                          f"(the model's ladder spans {sig_all.min():.3g}..{sig_all.max():.3g})")
     y = latents.detach().float()
     b = y.shape[0]
@@ -201,12 +203,12 @@ def inject_gradient(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 def _as_bchw(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4:
-        raise ValueError(f"guidance expects a batch of images (B, H, W, C) or (B, C, H, W), got {tuple(images.shape)}")
+        raise InputError(f"guidance expects a batch of images (B, H, W, C) or (B, C, H, W), got {tuple(images.shape)}")
     if images.shape[-1] in (3, 4) and images.shape[1] not in (3, 4):
         return images.permute(0, 3, 1, 2)
     if images.shape[1] in (3, 4):
         return images
-    raise ValueError(f"guidance expects 3 (RGB) or 4 (latent) channels, got shape {tuple(images.shape)}")
+    raise InputError(f"guidance expects 3 (RGB) or 4 (latent) channels, got shape {tuple(images.shape)}")
 
 
 class ScoreDistillationGuidance:
@@ -218,7 +220,7 @@ class ScoreDistillationGuidance:
     def step(self, images: torch.Tensor, prompts: list[str], step_info: dict[str, Any]) -> torch.Tensor:
         x = _as_bchw(images)
         if len(prompts) != x.shape[0]:
-            raise ValueError(f"guidance got {x.shape[0]} images but {len(prompts)} prompts")
+            raise InputError(f"guidance got {x.shape[0]} images but {len(prompts)} prompts")
         latents = self.model.encode(x)
         cond, uncond = self.model.conditioning(prompts, step_info)
         fn = sds_gradient if self.cfg.mode == "sds" else sjc_gradient
@@ -279,7 +281,7 @@ class AnalyticGuidance(ScoreDistillationGuidance):
                  **_: Any):
         self.cfg = cfg or self.Config()
         if target is None:
-            raise ValueError("AnalyticGuidance needs target=callable(step_info) -> (B, H, W, 3) images "
+            raise InputError("AnalyticGuidance needs target=callable(step_info) -> (B, H, W, 3) images "
                              "(the object pipeline supplies a renderer of its known synthetic object)")
         self.model = AnalyticScoreModel(target, self.cfg.resolution)
 
@@ -312,7 +314,7 @@ class StableDiffusionScoreModel:
                                 use_safetensors=None)
         pred = getattr(sched.config, "prediction_type", "epsilon")
         if pred != "epsilon":
-            raise ValueError(f"model '{model_id}' predicts '{pred}'; score distillation here needs an "
+            raise InputError(f"model '{model_id}' predicts '{pred}'; score distillation here needs an "
                              "epsilon-prediction model (e.g. stable-diffusion-2-1-base, not the v-prediction 768 model)")
         for m in (self.unet, self.vae, self.text_encoder):
             m.to(self.device).eval().requires_grad_(False)
@@ -337,7 +339,7 @@ class StableDiffusionScoreModel:
         lat = self.resolution // self.vae_scale
         if images.shape[1] == 4 or self.latent_input:
             if images.shape[1] != 4:
-                raise ValueError("latent_input=True needs 4-channel renders (B, 4, H, W)")
+                raise InputError("latent_input=True needs 4-channel renders (B, 4, H, W)")
             return F.interpolate(images.float(), (lat, lat), mode="bilinear", align_corners=False)
         x = F.interpolate(images.float(), (self.resolution, self.resolution), mode="bilinear", align_corners=False)
         x = (x * 2 - 1).to(self.device, self.dtype)

@@ -43,6 +43,7 @@ import numpy as np
 from scenescape.backends.finetune import FinetuneHistory, WeightSnapshot, finetune_depth
 from scenescape.backends.models import backend_config, load_pretrained, pick_device, pick_dtype
 from scenescape.config import ConfigError
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,13 @@ class TransformersDepth:
     def __init__(self, config: Config | None = None, device: Any = None, **kwargs: Any):
         cfg = backend_config(type(self), config, device, kwargs)
         if cfg.reference_depth <= 0 or cfg.max_depth_ratio <= 1:
-            raise ValueError("depth reference_depth must be > 0 and max_depth_ratio > 1, got "
+            raise InputError("depth reference_depth must be > 0 and max_depth_ratio > 1, got "
                              f"{cfg.reference_depth} and {cfg.max_depth_ratio}")
         if cfg.min_depth < 0 or cfg.max_depth < 0 or (cfg.max_depth and cfg.max_depth <= cfg.min_depth):
-            raise ValueError(f"depth min_depth/max_depth must be >= 0 (0 = automatic) with max_depth > min_depth, "
+            raise InputError(f"depth min_depth/max_depth must be >= 0 (0 = automatic) with max_depth > min_depth, "
                              f"got {cfg.min_depth}, {cfg.max_depth}")
         if cfg.finetune_steps < 0 or cfg.finetune_lr <= 0:
-            raise ValueError(f"depth finetune_steps must be >= 0 and finetune_lr > 0, got {cfg.finetune_steps}, "
+            raise InputError(f"depth finetune_steps must be >= 0 and finetune_lr > 0, got {cfg.finetune_steps}, "
                              f"{cfg.finetune_lr}")
         self.config = cfg
         import torch
@@ -157,7 +158,7 @@ class TransformersDepth:
         """Z-depth ``(H, W)`` float32, finite and > 0, for ``image`` ``(H, W, 3)`` in [0, 1]."""
         import torch
 
-        from scenescape.backends.diffusers_inpaint import to_float_image
+        from scenescape.backends.inpaint.diffusers import to_float_image
 
         img = to_float_image(image)
         h, w = img.shape[:2]
@@ -170,7 +171,7 @@ class TransformersDepth:
             raw = self.raw(pv, (h, w)).cpu().numpy().astype(np.float64)
         finite = np.isfinite(raw)
         if not finite.any():
-            raise ValueError(f"depth model '{self.config.model}' produced no finite value for this image")
+            raise InputError(f"depth model '{self.config.model}' produced no finite value for this image")
         if not finite.all():  # treat as "no information": farthest disparity / median depth
             raw = np.where(finite, raw, 0.0 if self.output == "disparity" else np.median(raw[finite]))
         if have_known and self.config.align:
@@ -187,13 +188,13 @@ class TransformersDepth:
         kd = known_depth.detach().cpu().numpy() if hasattr(known_depth, "detach") else np.asarray(known_depth)
         kd = kd.astype(np.float64)
         if kd.shape != size:
-            raise ValueError(f"known_depth must be (H, W) = {size} like the image, got shape {kd.shape}")
+            raise InputError(f"known_depth must be (H, W) = {size} like the image, got shape {kd.shape}")
         if known_mask is None:
             km = np.isfinite(kd) & (kd > 0)
         else:
             km = known_mask.detach().cpu().numpy() if hasattr(known_mask, "detach") else np.asarray(known_mask)
             if km.shape != size:
-                raise ValueError(f"known_mask must be (H, W) = {size} like the image, got shape {km.shape}")
+                raise InputError(f"known_mask must be (H, W) = {size} like the image, got shape {km.shape}")
             km = km.astype(bool) & np.isfinite(kd) & (kd > 0)
         return kd, km
 
@@ -240,11 +241,11 @@ class TransformersDepth:
         if self.output == "depth":
             pos = raw[raw > 0]
             if pos.size == 0:
-                raise ValueError(f"depth model '{cfg.model}' predicted no positive depth for this image")
+                raise InputError(f"depth model '{cfg.model}' predicted no positive depth for this image")
             return np.where(raw > 0, raw, pos.min())
         pos = raw[raw > 0]
         if pos.size == 0:
-            raise ValueError(f"depth model '{cfg.model}' predicted no positive disparity for this image; "
+            raise InputError(f"depth model '{cfg.model}' predicted no positive disparity for this image; "
                              "it is not a working depth model")
         top = float(np.quantile(pos, 0.99))
         disp = np.clip(raw / top, 1.0 / cfg.max_depth_ratio, None)
@@ -266,5 +267,5 @@ class TransformersDepth:
         depth = np.nan_to_num(depth, nan=hi, posinf=hi, neginf=lo)
         out = np.clip(depth, lo, hi).astype(np.float32)
         if not (np.isfinite(out).all() and (out > 0).all()):  # pragma: no cover - guarded by the clamp
-            raise ValueError("depth estimate is not finite and positive")
+            raise InputError("depth estimate is not finite and positive")
         return out

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenescape.errors import InputError
+from scenescape.fields.volume import camera_ray_bundle, render_cameras
 from scenescape.geometry.camera import Camera
 from scenescape.io import colorize_depth, write_video
-from scenescape.object.render import camera_ray_bundle, render_cameras
 
 
 def _device(module: Any) -> torch.device:
@@ -54,7 +55,7 @@ def auto_threshold(grid: np.ndarray) -> float:
     v = np.log1p(np.clip(grid.reshape(-1).astype(np.float64), 0, None))
     lo, hi = float(v.min()), float(v.max())
     if hi - lo < 1e-9:
-        raise ValueError("the density field is constant; there is no surface to extract (train longer?)")
+        raise InputError("the density field is constant; there is no surface to extract (train longer?)")
     hist, edges = np.histogram(v, bins=256, range=(lo, hi))
     p = hist.astype(np.float64) / hist.sum()
     centers = 0.5 * (edges[:-1] + edges[1:])
@@ -117,19 +118,19 @@ def extract_mesh(fld: Any, resolution: int = 128, threshold: float | None = None
     from scenescape.geometry.mesh import SceneMesh
 
     if resolution < 8:
-        raise ValueError(f"mesh resolution must be >= 8, got {resolution}")
+        raise InputError(f"mesh resolution must be >= 8, got {resolution}")
     bound = float(bound if bound is not None else fld.bound)
     grid = density_grid(fld, resolution, bound, chunk)
     level = auto_threshold(grid) if threshold is None else float(threshold)
     if not grid.min() < level < grid.max():
-        raise ValueError(f"mesh threshold {level:.4g} is outside the density range "
+        raise InputError(f"mesh threshold {level:.4g} is outside the density range "
                          f"[{grid.min():.4g}, {grid.max():.4g}]; choose output.mesh_threshold inside it")
     spacing = (2 * bound / (resolution - 1),) * 3
     verts, faces, _, _ = marching_cubes(grid, level=level, spacing=spacing, gradient_direction="ascent")
     verts = (verts - bound).astype(np.float32)
     faces = remove_small_components(faces.astype(np.int64), verts.shape[0], min_component)
     if faces.shape[0] == 0:
-        raise ValueError("marching cubes found no surface at this threshold")
+        raise InputError("marching cubes found no surface at this threshold")
     verts, faces = _compact(verts, faces)
     dev = _device(fld)
     vt = torch.from_numpy(verts).to(dev)
@@ -156,7 +157,7 @@ def surface_normals(fld: Any, camera: Camera, depth: torch.Tensor, opacity: torc
 
 
 def orbit_cameras(radius: float, elevation: float, fov: float, size: int, frames: int) -> list[Camera]:
-    from scenescape.object.render import orbit_camera
+    from scenescape.fields.volume import orbit_camera
 
     return [orbit_camera(radius, elevation, 360.0 * k / frames - 180.0, fov, size) for k in range(frames)]
 
@@ -181,7 +182,7 @@ def orbit_frames(fld: Any, bg: Any, render_cfg: Any, cameras: list[Camera], extr
 
 
 def orbit_video(fld: Any, bg: Any, cfg: Any, path: str | Path) -> Path:
-    """Write the orbit video of an :class:`~scenescape.object.train.ObjectConfig` run to ``path``."""
+    """Write the orbit video of an :class:`~scenescape.pipelines.object.pipeline.ObjectConfig` run to ``path``."""
     o = cfg.output
     cams = orbit_cameras(cfg.camera.eval_radius, cfg.camera.eval_elevation, cfg.camera.eval_fov, o.video_size,
                          o.video_frames)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from scenescape.backends.diffusers_inpaint import (
+from scenescape.backends.inpaint.diffusers import (
     DEFAULT_NEGATIVE,
     DType,
     Scheduler,
@@ -23,6 +23,7 @@ from scenescape.backends.diffusers_inpaint import (
     set_scheduler,
 )
 from scenescape.backends.models import backend_config
+from scenescape.errors import InputError
 
 
 class DiffusersTextToImage:
@@ -47,9 +48,9 @@ class DiffusersTextToImage:
     def __init__(self, config: Config | None = None, device: Any = None, **kwargs: Any):
         cfg = backend_config(type(self), config, device, kwargs)
         if cfg.steps < 1:
-            raise ValueError(f"text_to_image steps must be >= 1, got {cfg.steps}")
+            raise InputError(f"text_to_image steps must be >= 1, got {cfg.steps}")
         if cfg.guidance < 0:
-            raise ValueError(f"text_to_image guidance must be >= 0, got {cfg.guidance}")
+            raise InputError(f"text_to_image guidance must be >= 0, got {cfg.guidance}")
         self.config = cfg
         from diffusers import AutoPipelineForText2Image
 
@@ -65,9 +66,9 @@ class DiffusersTextToImage:
         import torch
 
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
         if width < 8 or height < 8 or width % 8 or height % 8:
-            raise ValueError(f"width and height must be multiples of 8 (>= 8) for diffusion, got {width}x{height}")
+            raise InputError(f"width and height must be multiples of 8 (>= 8) for diffusion, got {width}x{height}")
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         with torch.no_grad():
             out = self.pipe(
@@ -78,6 +79,6 @@ class DiffusersTextToImage:
             ).images[0]
         out = np.asarray(out, np.float32)
         if not np.isfinite(out).all():
-            raise ValueError(f"the text-to-image model '{self.config.model}' produced NaN/inf pixels "
+            raise InputError(f"the text-to-image model '{self.config.model}' produced NaN/inf pixels "
                              f"(dtype {self.dtype}); try dtype: fp32 or bf16")
         return out.clip(0.0, 1.0)

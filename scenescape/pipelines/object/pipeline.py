@@ -31,11 +31,11 @@ import torch
 
 from scenescape.backends.base import GUIDANCE, BackendConfig
 from scenescape.config import ConfigError, from_dict, load_config, to_dict
-from scenescape.errors import RunError
+from scenescape.errors import InputError, RunError
+from scenescape.fields.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
+from scenescape.fields.volume import RenderConfig, RenderOutput, orbit_camera, render_cameras
 from scenescape.geometry.camera import Camera
 from scenescape.io import atomic_path, read_json, save_image, slugify, write_json
-from scenescape.object.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
-from scenescape.object.render import RenderConfig, RenderOutput, orbit_camera, render_cameras
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "scenescape-object-v1"
@@ -43,7 +43,7 @@ FORMAT = "scenescape-object-v1"
 
 def _check_range(name: str, rng: tuple[float, float]) -> None:
     if rng[0] > rng[1]:
-        raise ValueError(f"{name} range must be [min, max] with min <= max, got {list(rng)}")
+        raise InputError(f"{name} range must be [min, max] with min <= max, got {list(rng)}")
 
 
 @dataclass
@@ -63,13 +63,13 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         if min(self.radius) <= 0 or self.eval_radius <= 0:
-            raise ValueError(f"camera.radius must be > 0, got {list(self.radius)} (eval_radius {self.eval_radius})")
+            raise InputError(f"camera.radius must be > 0, got {list(self.radius)} (eval_radius {self.eval_radius})")
         for fov in (*self.fov, self.eval_fov):
             if not 0 < fov < 180:
-                raise ValueError(f"camera.fov must be in (0, 180) degrees, got {fov}")
+                raise InputError(f"camera.fov must be in (0, 180) degrees, got {fov}")
         for e in (*self.elevation, self.eval_elevation):
             if not -90 <= e <= 90:
-                raise ValueError(f"camera.elevation must be in [-90, 90] degrees, got {e}")
+                raise InputError(f"camera.elevation must be in [-90, 90] degrees, got {e}")
         _check_range("camera.radius", self.radius)
         _check_range("camera.elevation", self.elevation)
         _check_range("camera.azimuth", self.azimuth)
@@ -90,9 +90,9 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.front_azimuth <= self.back_azimuth <= 180:
-            raise ValueError("prompt: need 0 <= front_azimuth <= back_azimuth <= 180")
+            raise InputError("prompt: need 0 <= front_azimuth <= back_azimuth <= 180")
         if "{prompt}" not in self.template or "{view}" not in self.template:
-            raise ValueError("prompt.template must contain {prompt} and {view}")
+            raise InputError("prompt.template must contain {prompt} and {view}")
 
 
 @dataclass
@@ -109,9 +109,9 @@ class ShadingConfig:
 
     def __post_init__(self) -> None:
         if any(p < 0 for p in self.probs) or sum(self.probs) <= 0:
-            raise ValueError(f"shading.probs must be >= 0 with a positive sum, got {list(self.probs)}")
+            raise InputError(f"shading.probs must be >= 0 with a positive sum, got {list(self.probs)}")
         if not 0 <= self.ambient <= 1:
-            raise ValueError(f"shading.ambient must be in [0, 1], got {self.ambient}")
+            raise InputError(f"shading.ambient must be in [0, 1], got {self.ambient}")
         _check_range("shading.light_distance", self.light_distance)
 
 
@@ -129,9 +129,9 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.lr_background < 0:
-            raise ValueError(f"optim.lr must be > 0 and lr_background >= 0, got {self.lr}, {self.lr_background}")
+            raise InputError(f"optim.lr must be > 0 and lr_background >= 0, got {self.lr}, {self.lr_background}")
         if not 0 < self.final_lr_factor <= 1:
-            raise ValueError(f"optim.final_lr_factor must be in (0, 1], got {self.final_lr_factor}")
+            raise InputError(f"optim.final_lr_factor must be in (0, 1], got {self.final_lr_factor}")
 
     def factor(self, step: int, total: int) -> float:
         """Learning-rate multiplier at ``step`` (a pure function: resume needs no scheduler state)."""
@@ -184,14 +184,14 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         if self.val_every < 0 or self.checkpoint_every < 0:
-            raise ValueError("output.val_every and output.checkpoint_every must be >= 0")
+            raise InputError("output.val_every and output.checkpoint_every must be >= 0")
         if self.video_frames < 1 or self.video_size < 8:
-            raise ValueError("output.video_frames must be >= 1 and output.video_size >= 8")
+            raise InputError("output.video_frames must be >= 1 and output.video_size >= 8")
         if self.mesh_resolution < 8:
-            raise ValueError(f"output.mesh_resolution must be >= 8, got {self.mesh_resolution}")
+            raise InputError(f"output.mesh_resolution must be >= 8, got {self.mesh_resolution}")
         bad = [f for f in self.mesh_formats if f not in ("glb", "obj", "ply")]
         if bad:
-            raise ValueError(f"output.mesh_formats: unknown format(s) {bad}; use glb, obj, ply")
+            raise InputError(f"output.mesh_formats: unknown format(s) {bad}; use glb, obj, ply")
 
 
 @dataclass
@@ -226,13 +226,13 @@ class ObjectConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8 pixels, got {self.resolution}")
+            raise InputError(f"resolution must be >= 8 pixels, got {self.resolution}")
         if min(self.camera.radius) <= self.render.radius * 0.5:
-            raise ValueError(f"camera.radius {list(self.camera.radius)} puts the camera deep inside the scene "
+            raise InputError(f"camera.radius {list(self.camera.radius)} puts the camera deep inside the scene "
                              f"sphere (render.radius {self.render.radius}); use a radius > {self.render.radius}")
 
     @classmethod
@@ -406,7 +406,7 @@ class ObjectPipeline:
             export: write mesh and video at the end (default ``config.output.export``).
         """
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
+            raise InputError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
         prompt = prompt.strip()
         cfg = self.config
         out = Path(out_dir) if out_dir is not None else Path("runs") / f"object-{slugify(prompt, default='object')}"
@@ -461,7 +461,7 @@ class ObjectPipeline:
         files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(out / "config.yaml")}
         do_export = cfg.output.export if export is None else export
         if do_export and end == cfg.steps:
-            from scenescape.object.export import export_run_outputs
+            from scenescape.pipelines.object.export import export_run_outputs
 
             files.update(export_run_outputs(fld, bg, cfg, out))
         seconds = time.time() - t0
@@ -568,7 +568,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ObjectPipeline, NeRFField, Bac
     """Rebuild the pipeline, field and background of a run folder from its checkpoint."""
     run = Path(run_dir)
     if not run.is_dir():
-        raise FileNotFoundError(f"run folder '{run}' does not exist")
+        raise InputError(f"run folder '{run}' does not exist")
     ck = load_checkpoint(run / CHECKPOINT)
     try:
         cfg = from_dict(ObjectConfig, ck["config"])
@@ -589,7 +589,7 @@ def export_run(run_dir: str | os.PathLike, overrides: list[str] | None = None) -
     ``overrides`` are ``output.*`` keys (e.g. ``output.mesh_threshold=15``).
     """
     from scenescape.config import apply_overrides
-    from scenescape.object.export import export_run_outputs
+    from scenescape.pipelines.object.export import export_run_outputs
 
     pipe, fld, bg, ck = load_run(run_dir)
     cfg = pipe.config

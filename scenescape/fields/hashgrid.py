@@ -21,6 +21,8 @@ import math
 import torch
 from torch import nn
 
+from scenescape.errors import InputError
+
 PRIMES = (1, 2654435761, 805459861)
 
 
@@ -40,13 +42,13 @@ class HashGridEncoding(nn.Module):
                  base_resolution: int = 16, max_resolution: int = 2048, init_scale: float = 1e-4):
         super().__init__()
         if levels < 1 or features_per_level < 1:
-            raise ValueError(f"hash grid needs levels >= 1 and features_per_level >= 1, got {levels}, "
+            raise InputError(f"hash grid needs levels >= 1 and features_per_level >= 1, got {levels}, "
                              f"{features_per_level}")
         if base_resolution < 1 or max_resolution < base_resolution:
-            raise ValueError(f"hash grid resolutions must satisfy 1 <= base ({base_resolution}) <= max "
+            raise InputError(f"hash grid resolutions must satisfy 1 <= base ({base_resolution}) <= max "
                              f"({max_resolution})")
         if not 4 <= log2_hashmap_size <= 26:
-            raise ValueError(f"log2_hashmap_size must be in [4, 26], got {log2_hashmap_size}")
+            raise InputError(f"log2_hashmap_size must be in [4, 26], got {log2_hashmap_size}")
         self.levels = levels
         self.features_per_level = features_per_level
         self.output_dim = levels * features_per_level
@@ -82,7 +84,7 @@ class HashGridEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, 3)`` in ``[0, 1]`` (clamped) -> ``(N, levels * features_per_level)``."""
         if x.shape[-1] != 3:
-            raise ValueError(f"hash grid expects (N, 3) points, got shape {tuple(x.shape)}")
+            raise InputError(f"hash grid expects (N, 3) points, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         x = x.reshape(-1, 3).clamp(0.0, 1.0)
         pos = x[:, None, :] * self.resolutions.to(x.dtype)[None, :, None]  # (N, L, 3)

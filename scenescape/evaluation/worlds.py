@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.projection import as_tensor, camera_rays, project
 
@@ -248,7 +249,7 @@ class World:
         dirs = rays @ rot_c2w.T
         t, sid, normal = self.raycast(centre[None], dirs)
         if not torch.isfinite(t).all():
-            raise ValueError(f"camera centre {centre.tolist()} is outside world '{self.name}'")
+            raise InputError(f"camera centre {centre.tolist()} is outside world '{self.name}'")
         pts = centre[None] + t[:, None] * dirs
         rgb = self.colour(pts, sid, normal)
         return {
@@ -316,7 +317,7 @@ def make_world(name: str | World, seed: int = 0) -> World:
 
         close = difflib.get_close_matches(str(name), list(WORLDS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown synthetic world '{name}'.{hint} Available: {', '.join(WORLDS)}")
+        raise InputError(f"unknown synthetic world '{name}'.{hint} Available: {', '.join(WORLDS)}")
     return WORLDS[name](int(seed))
 
 
@@ -330,7 +331,7 @@ def default_camera(world: str | World = "room", width: int = 512, height: int = 
 
 def suggest_trajectory(world: str | World = "room", kind: str = "forward_yaw", frames: int | None = None,
                        step: float | None = None, reference_frames: int = 24):
-    """A :class:`scenescape.trajectory.TrajectoryConfig` that stays inside ``world``'s free space.
+    """A :class:`scenescape.trajectories.TrajectoryConfig` that stays inside ``world``'s free space.
 
     ``kind``: ``"forward_yaw"`` (forward with SceneScape's yaw sweep), ``"forward"``, ``"backward"``
     (zoom out) or ``"scenescape"`` (backward with the yaw sweep). The path is fixed: ``reference_frames``
@@ -338,12 +339,12 @@ def suggest_trajectory(world: str | World = "room", kind: str = "forward_yaw", f
     flipping every 11 steps; ``frames`` (default ``reference_frames``) samples it, so fewer frames take
     proportionally larger steps along the same path.
     """
-    from scenescape.trajectory import TrajectoryConfig
+    from scenescape.trajectories import TrajectoryConfig
 
     w = make_world(world)
     n = reference_frames if frames is None else int(frames)
     if n < 1:
-        raise ValueError(f"suggest_trajectory: frames must be >= 1, got {frames}")
+        raise InputError(f"suggest_trajectory: frames must be >= 1, got {frames}")
     k = reference_frames / n
     s = (w.trajectory_step if step is None else float(step)) * k
     yaw = {"yaw_step": 0.03 * k, "flip_every": max(1, round(11 / k))}
@@ -354,7 +355,7 @@ def suggest_trajectory(world: str | World = "room", kind: str = "forward_yaw", f
         "scenescape": {"step": s, **yaw},
     }
     if kind not in params:
-        raise ValueError(f"suggest_trajectory: kind must be one of {sorted(params)}, got {kind!r}")
+        raise InputError(f"suggest_trajectory: kind must be one of {sorted(params)}, got {kind!r}")
     return TrajectoryConfig(name=kind, params=params[kind], frames=frames)
 
 
@@ -362,7 +363,7 @@ def suggest_trajectory(world: str | World = "room", kind: str = "forward_yaw", f
 def _check_image(image: Any, camera: Camera, what: str) -> torch.Tensor:
     img = as_tensor(image)
     if img.shape != (camera.height, camera.width, 3):
-        raise ValueError(f"{what} has shape {tuple(img.shape)}, but the camera is "
+        raise InputError(f"{what} has shape {tuple(img.shape)}, but the camera is "
                          f"{camera.height}x{camera.width}; expected (H, W, 3)")
     return img
 
@@ -403,7 +404,7 @@ class OracleInpainter:
         img = _check_image(image, camera, "image")
         m = as_tensor(mask, dtype=torch.bool, device=img.device)
         if m.shape != (camera.height, camera.width):
-            raise ValueError(f"mask has shape {tuple(m.shape)}, expected (H, W) = {camera.shape}")
+            raise InputError(f"mask has shape {tuple(m.shape)}, expected (H, W) = {camera.shape}")
         gt, _ = self.world.render(camera, device=img.device)
         return torch.where(m[..., None], gt, img.float())
 
@@ -440,7 +441,7 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
     w = make_world(world, seed)
     cams = list(cameras)
     if not cams:
-        raise ValueError("fuse_with_oracle: cameras is empty")
+        raise InputError("fuse_with_oracle: cameras is empty")
     depth_oracle = OracleDepth(world=w)
     inpainter = OracleInpainter(world=w)
     rk = dict(render_kwargs or {})
@@ -488,7 +489,7 @@ def held_out_cameras(cameras: Sequence[Camera], n_perturbed: int = 4, shift: flo
     """Midpoints between consecutive poses (centre lerp, rotation slerp) plus ``n_perturbed`` small
     perturbations (centre moved by ``shift`` units, rotated by ``angle`` rad about a random axis) of evenly
     spaced trajectory cameras."""
-    from scenescape.trajectory import _c2w, _camera_from_c2w, axis_angle_matrix, interpolate_cameras
+    from scenescape.trajectories import _c2w, _camera_from_c2w, axis_angle_matrix, interpolate_cameras
 
     cams = list(cameras)
     out = [interpolate_cameras(a, b, 0.5) for a, b in zip(cams[:-1], cams[1:])]
@@ -633,7 +634,7 @@ def run_fidelity(world: str | World, trajectory: str = "forward_yaw", width: int
     small perturbations. Returns settings, per-frame fusion stats, the :func:`evaluate_mesh` result,
     ``figures`` (summary numbers) and ``bars`` (``{name: {value, op, bar, pass}}`` for :data:`FIDELITY_BARS`).
     """
-    from scenescape.trajectory import build_trajectory
+    from scenescape.trajectories import build_trajectory
 
     w = make_world(world, seed)
     height = width if height is None else height

@@ -8,11 +8,11 @@ Pure torch (CPU or CUDA, no compiled extension)::
     result = ObjectPipeline(cfg).run("a ceramic mug", "runs/mug")
 """
 
-from scenescape.object.export import auto_threshold, extract_mesh, orbit_video
-from scenescape.object.hashgrid import HashGridEncoding
-from scenescape.object.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
-from scenescape.object.render import RenderConfig, RenderOutput, orbit_camera, render_cameras
-from scenescape.object.train import (
+from scenescape.fields.hashgrid import HashGridEncoding
+from scenescape.fields.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
+from scenescape.fields.volume import RenderConfig, RenderOutput, orbit_camera, render_cameras
+from scenescape.pipelines.object.export import auto_threshold, extract_mesh, orbit_video
+from scenescape.pipelines.object.pipeline import (
     AnalyticTarget,
     ObjectConfig,
     ObjectPipeline,
