@@ -7,6 +7,7 @@ built. The names registered here are the ones configs use.
 from scenescape.backends.base import (
     DEPTH,
     GUIDANCE,
+    GUIDANCE_RULES,
     INPAINTERS,
     TEXT_TO_IMAGE,
     BackendConfig,
@@ -18,7 +19,7 @@ from scenescape.backends.base import (
 )
 
 __all__ = [
-    "DEPTH", "GUIDANCE", "INPAINTERS", "TEXT_TO_IMAGE",
+    "DEPTH", "GUIDANCE", "GUIDANCE_RULES", "INPAINTERS", "TEXT_TO_IMAGE",
     "BackendConfig", "DepthEstimator", "Inpainter", "TextToImage", "build_backend", "seed_for_frame",
 ]
 
@@ -35,8 +36,10 @@ for _name, _target in {
 }.items():
     INPAINTERS.register_lazy(_name, _target)
 TEXT_TO_IMAGE.register_lazy("diffusers", "scenescape.backends.t2i.diffusers:DiffusersTextToImage")
-for _name, _target in {
-    "stable_diffusion": "scenescape.backends.guidance.core:StableDiffusionGuidance",
-    "analytic": "scenescape.backends.guidance.core:AnalyticGuidance",
-}.items():
-    GUIDANCE.register_lazy(_name, _target)
+GUIDANCE.register_lazy("stable_diffusion", "scenescape.backends.guidance.stable_diffusion:StableDiffusionGuidance")
+GUIDANCE.register_lazy("analytic", "scenescape.backends.guidance.analytic:AnalyticGuidance")
+GUIDANCE_RULES.register_lazy("sds", "scenescape.backends.guidance.sds:SDS")
+GUIDANCE_RULES.register_lazy("sjc", "scenescape.backends.guidance.sjc:SJC")
+GUIDANCE_RULES.register_lazy("csd", "scenescape.backends.guidance.csd:CSD")
+GUIDANCE_RULES.register_lazy("nfsd", "scenescape.backends.guidance.nfsd:NFSD")
+GUIDANCE_RULES.register_lazy("vsd", "scenescape.backends.guidance.vsd:VSD")

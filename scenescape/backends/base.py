@@ -24,6 +24,7 @@ DEPTH = Registry("depth")
 INPAINTERS = Registry("inpainter")
 TEXT_TO_IMAGE = Registry("text_to_image")
 GUIDANCE = Registry("guidance")
+GUIDANCE_RULES = Registry("guidance rule")  # score-distillation rules, chosen by guidance.options.mode
 
 
 @runtime_checkable
