@@ -6,6 +6,8 @@ Examples::
     scenescape object "a ceramic mug" --steps 200 guidance.options.mode=sjc seed=3
     scenescape object "a ceramic mug" --out runs/mug --resume      # continue an interrupted run
     scenescape object --export runs/mug output.mesh_threshold=20   # re-export mesh and video
+    scenescape object --image photo.png --config configs/object/realfusion-gpu.yaml --out runs/bear
+    scenescape object --image photo.png "a teddy bear" --mask mask.png image.reference.elevation=10
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ from scenescape.errors import InputError
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="Re-export mesh and video of an existing run folder from its checkpoint, then exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--image", "image_path", type=click.Path(dir_okay=False), default=None,
+              help="Image to object (RealFusion): a photo of the object (RGBA: alpha = mask); PROMPT is then optional.")
+@click.option("--mask", "mask_path", type=click.Path(dir_okay=False), default=None,
+              help="Object mask for --image (white = object, the photo's size); default: alpha or GrabCut.")
 def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str | None, steps: int | None,
-               out_dir: str | None, resume: bool, export_dir: str | None, quiet: bool) -> None:
+               out_dir: str | None, resume: bool, export_dir: str | None, quiet: bool, image_path: str | None = None,
+               mask_path: str | None = None) -> None:
     """Optimise a NeRF for PROMPT by score distillation; write mesh (GLB/OBJ/PLY), orbit video, checkpoint.
 
     Extra KEY=VALUE arguments override config keys (e.g. seed=3 resolution=64 guidance.options.mode=sjc).
@@ -43,11 +50,15 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
         for name, path in files.items():
             click.echo(f"{name}: {path}")
         return
-    if prompt is None:
+    if image_path is not None and prompt is not None and "=" in prompt and " " not in prompt.strip():
+        overrides, prompt = (prompt, *overrides), None  # --image photo.png key=value ...: no prompt
+    if mask_path is not None and image_path is None:
+        raise click.UsageError("--mask needs --image")
+    if prompt is None and image_path is None:
         raise click.UsageError('a PROMPT is required, e.g. scenescape object "a ceramic mug"')
-    if not prompt.strip():
+    if prompt is not None and not prompt.strip():
         raise InputError('prompt must be a non-empty text, e.g. scenescape object "a ceramic mug"')
-    if "=" in prompt and " " not in prompt.strip():
+    if prompt is not None and "=" in prompt and " " not in prompt.strip():
         raise click.UsageError(f"the first argument must be the prompt, got the override {prompt!r}")
     items = list(overrides)
     bad = [o for o in items if "=" not in o]
@@ -57,11 +68,20 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
         items.append(f"steps={steps}")
     if quiet:
         items.append("progress=false")
+    if image_path is not None:
+        items.append(f"image.path={_yaml_str(image_path)}")
+        if mask_path is not None:
+            items.append(f"image.mask={_yaml_str(mask_path)}")
     cfg = ObjectConfig.load(config_path, items)
     result = ObjectPipeline(cfg).run(prompt, out_dir, resume=resume)
     click.echo(f"run folder: {result.out_dir}")
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
+
+
+def _yaml_str(text: str) -> str:
+    """A path as a quoted YAML scalar (override values are parsed as YAML)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 COMMANDS = [object_cmd]

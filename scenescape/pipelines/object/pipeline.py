@@ -36,6 +36,7 @@ from scenescape.fields.nerf import AnalyticField, Background, BackgroundConfig, 
 from scenescape.fields.volume import RenderConfig, RenderOutput, orbit_camera, render_cameras
 from scenescape.geometry.camera import Camera
 from scenescape.io import atomic_path, read_json, save_image, slugify, write_json
+from scenescape.pipelines.object.image import ImageConfig
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "scenescape-object-v1"
@@ -223,6 +224,9 @@ class ObjectConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    """Image-to-object (RealFusion): the photo, its mask, the reference camera and losses, textual
+    inversion. ``image.path`` empty = text mode."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -363,6 +367,10 @@ class ObjectPipeline:
     def __init__(self, config: ObjectConfig | None = None, guidance: Any = None):
         self.config = config or ObjectConfig()
         self._guidance = guidance
+        self.extra_losses: list[Callable[[int, NeRFField, Background, torch.Generator],
+                                         tuple[torch.Tensor, dict[str, float]]]] = []
+        """Extra terms added to each step's loss: ``(step, field, background, generator) -> (loss, stats)``
+        (image-to-object adds the reconstruction loss at the reference view)."""
         from scenescape.backends.models import pick_device
 
         self.device = pick_device(self.config.device)
@@ -405,10 +413,14 @@ class ObjectPipeline:
             stop_after: stop (with a checkpoint) after this many total steps -- simulates an interruption.
             export: write mesh and video at the end (default ``config.output.export``).
         """
+        cfg = self.config
+        if cfg.image.path:  # image to object: the prompt holds the learned token
+            from scenescape.pipelines.object.image import image_prompt
+
+            prompt = image_prompt(prompt, cfg.image)
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
         prompt = prompt.strip()
-        cfg = self.config
         out = Path(out_dir) if out_dir is not None else Path("runs") / f"object-{slugify(prompt, default='object')}"
         ck_path = out / CHECKPOINT
         fld, bg = self.build_models()
@@ -429,7 +441,17 @@ class ObjectPipeline:
         elif resume:
             raise RunError(f"cannot resume: '{ck_path}' does not exist")
         guidance = self.build_guidance()  # bad guidance options fail before anything is written
+        if start and "guidance" in ck and hasattr(guidance, "load_state_dict"):
+            guidance.load_state_dict(ck["guidance"])  # e.g. VSD's LoRA and its optimiser
+        if cfg.image.path:
+            from scenescape.pipelines.object.image import reference_view
+
+            reference_view(cfg.image, cfg.render)  # a bad photo, mask or camera fails before anything is written
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.image.path and not any(getattr(f, "is_reference_loss", False) for f in self.extra_losses):
+            from scenescape.pipelines.object.image import setup_image_run
+
+            self.extra_losses.append(setup_image_run(cfg, out, guidance, self.device, cfg.progress))
         from scenescape.config import save_yaml
 
         save_yaml(cfg, out / "config.yaml")
@@ -510,6 +532,11 @@ class ObjectPipeline:
                 "ambient": cfg.shading.ambient, "background": bg_colors}
         loss_g = guidance.step(r.rgb, prompts, info)
         loss = loss_g
+        extra_stats: dict[str, float] = {}
+        for fn in self.extra_losses:
+            l_x, s_x = fn(step, fld, bg, g)
+            loss = loss + l_x
+            extra_stats.update(s_x)
         if need_normals:
             loss = loss + w_orient * r.orientation
         if cfg.loss.sparsity > 0:
@@ -521,7 +548,8 @@ class ObjectPipeline:
         loss.backward()
         opt.step()
         return {"loss": float(loss.detach()), "guidance": float(loss_g.detach()),
-                "opacity": float(r.opacity.detach().mean())}
+                "opacity": float(r.opacity.detach().mean()), **extra_stats,
+                **getattr(guidance, "last_stats", {})}
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
@@ -545,8 +573,10 @@ class ObjectPipeline:
 
     def _save(self, path: Path, step: int, prompt: str, fld: NeRFField, bg: Background,
               opt: torch.optim.Optimizer, g: torch.Generator, losses: list[float]) -> None:
+        state = getattr(self._guidance, "state_dict", None)
+        extra = {"guidance": state()} if callable(state) else {}
         _atomic_torch_save({
-            "format": FORMAT, "step": step, "prompt": prompt, "config": to_dict(self.config),
+            **extra, "format": FORMAT, "step": step, "prompt": prompt, "config": to_dict(self.config),
             "field": {k: v.detach().cpu() for k, v in fld.state_dict().items()},
             "background": {k: v.detach().cpu() for k, v in bg.state_dict().items()},
             "optimizer": opt.state_dict(), "generator": g.get_state(), "losses": [float(x) for x in losses],
