@@ -136,12 +136,12 @@ class StableDiffusionScoreModel:
             yield
             return
         prev = self._adapter_on
-        (self.unet.enable_adapters if on else self.unet.disable_adapters)()
+        self._vsd.switch(on)
         self._adapter_on = on
         try:
             yield
         finally:
-            (self.unet.enable_adapters if prev else self.unet.disable_adapters)()
+            self._vsd.switch(prev)
             self._adapter_on = prev
 
     def make_vsd_adapter(self, cfg: ScoreDistillationConfig) -> _SDLoRAAdapter:
@@ -166,7 +166,12 @@ class _SDLoRAAdapter(nn.Module):
         unet = model.unet
         unet.add_adapter(LoraConfig(r=cfg.vsd_lora_rank, lora_alpha=cfg.vsd_lora_rank, init_lora_weights=True,
                                     target_modules=LORA_TARGETS), adapter_name="vsd")
-        unet.disable_adapters()
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        # Switched on and off by the layers' own flag: peft's enable/disable_adapters would also flip
+        # requires_grad, which the LoRA's optimiser needs to stay on.
+        self._layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+        self.switch(False)
         self.lora = {n: p for n, p in unet.named_parameters() if "lora_" in n}
         for p in self.lora.values():  # trained in float32 whatever the UNet's dtype
             p.data = p.data.float()
@@ -178,6 +183,10 @@ class _SDLoRAAdapter(nn.Module):
         nn.init.zeros_(self.camera_mlp[-1].bias)
         self._camera: torch.Tensor | None = None
         unet.time_embedding.register_forward_hook(self._add_camera)
+
+    def switch(self, on: bool) -> None:
+        for layer in self._layers:
+            layer._disable_adapters = not on
 
     def _add_camera(self, module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
         if self._camera is None or not self._model[0]._adapter_on:
