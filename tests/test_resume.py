@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from scenescape.backends.inpaint import OpenCVInpainter
@@ -26,7 +27,7 @@ class SlowInpainter(OpenCVInpainter):
     """OpenCV Telea plus a pause, so the test can kill the run between frames (named as
     ``test_resume:SlowInpainter`` in the config: the ``module:Class`` path of user backends)."""
 
-    def inpaint(self, image, mask, camera=None, prompt=""):
+    def inpaint(self, image, mask, camera=None, prompt="", seed=None, negative_prompt=None):
         time.sleep(0.2)
         return super().inpaint(image, mask, camera, prompt)
 
@@ -43,6 +44,7 @@ def _files(run: Path) -> dict[str, bytes]:
             if p.is_file() and str(p.relative_to(run)).startswith(keep)}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     from scenescape.evaluation import default_camera, make_world
     from scenescape.geometry.mesh import SceneMesh
