@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--particles", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=0.03)
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rules", default="", help="comma-separated rule:scale pairs (default: all)")
     ap.add_argument("--no-write", action="store_true")
