@@ -248,3 +248,36 @@ def test_object_cli_image_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
     assert res.exit_code == 0, res.output
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
     assert (out / "textual_inversion/learned_embeds.safetensors").read_bytes() == emb
+
+
+def test_reference_loss_terms_normals_and_depth(tmp_path):
+    from scenescape.backends.base import BackendConfig
+    from scenescape.fields.nerf import Background, BackgroundConfig, FieldConfig, NeRFField
+    from scenescape.pipelines.object.image import (
+        ImageLossConfig,
+        ReferenceLoss,
+        normal_smoothness,
+        pearson_depth_loss,
+    )
+
+    flat = torch.zeros(8, 8, 3)
+    flat[..., 2] = 1.0
+    assert normal_smoothness(flat).item() == 0.0
+    assert normal_smoothness(torch.randn(8, 8, 3)).item() > 0.5
+    d = torch.rand(16, 16) + 1
+    m = torch.ones(16, 16)
+    assert pearson_depth_loss(d, 2 * d + 1, m).item() == pytest.approx(0.0, abs=1e-5)  # scale/shift invariant
+    assert pearson_depth_loss(d, -d, m).item() == pytest.approx(2.0, abs=1e-5)
+    photo = tmp_path / "photo.png"
+    _analytic_photo(photo, 32)
+    cfg = ImageConfig(path=str(photo), reference=ReferenceConfig(resolution=12),
+                      loss=ImageLossConfig(normal_smooth=0.5, depth=1.0), depth=BackendConfig(name="prior"))
+    ref = reference_view(cfg, RenderConfig())
+    ref.depth = torch.linspace(1, 2, 12)[:, None].expand(12, 12).clone()
+    fld = NeRFField(FieldConfig(levels=4, log2_hashmap_size=10, max_resolution=32, hidden=8))
+    bg = Background(BackgroundConfig(kind="solid"))
+    loss, stats = ReferenceLoss(ref, cfg, RenderConfig(num_samples=8, num_importance=0))(
+        0, fld, bg, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert {"ref_image", "ref_mask", "ref_normal_smooth", "ref_depth"} <= set(stats)
+    assert all(p.grad is not None for p in fld.parameters() if p.requires_grad)

@@ -9,7 +9,9 @@ run step for step (on the same device).
 Run folder::
 
     config.yaml        resolved config
-    checkpoint.pt      weights, optimiser, generator state, step (torch.load(..., weights_only=True))
+    checkpoint.pt      weights, optimiser, generator state, step (torch.load(..., weights_only=True));
+                       ``guidance``: the rule's own state (VSD's LoRA and its optimiser)
+    reference.png, reference_mask.png, textual_inversion/   image to object (``image.path`` set)
     validation/        step_XXXXXX.png (a strip of fixed validation views)
     mesh.glb/.obj/.ply marching-cubes mesh with vertex colours
     video.mp4          orbit video: RGB | normals (or depth)
@@ -198,7 +200,8 @@ class OutputConfig:
 @dataclass
 class GuidanceConfig(BackendConfig):
     """The score model: ``name`` (``stable_diffusion``, ``analytic`` or ``package.module:Class``) and
-    its ``options`` (validated against the backend's ``Config``, e.g. ``mode``, ``guidance_scale``, ``model``)."""
+    its ``options`` (validated against the backend's ``Config``, e.g. ``mode`` -- the rule: ``sds``, ``sjc``,
+    ``csd``, ``nfsd``, ``vsd`` -- ``guidance_scale``, ``guidance_scale_end``, ``model``)."""
 
     name: str = "stable_diffusion"
 
