@@ -106,7 +106,7 @@ def test_batch_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     r = CliRunner().invoke(cli, ["batch", str(jobs_file), "--out", str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
-    assert 'pip install "scenescape[batch]"' in r.output and r.output.startswith("error:")
+    assert "\nerror: scenescape batch needs Ray: pip install \"scenescape[batch]\"" in r.output
     assert not (tmp_path / "out" / "a").exists()  # nothing was run
 
 
