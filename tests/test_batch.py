@@ -211,3 +211,26 @@ def test_batch_reports_an_invalid_job_and_completes_the_others(local_ray, tmp_pa
     table = _summary(out)
     assert table["good"]["status"] == "done"
     assert table["broken"]["status"] == "invalid" and "seeed" in table["broken"]["error"]
+
+
+@pytest.mark.slow
+def test_object_job_runs_skips_and_continues_with_more_steps(tmp_path):
+    def jobs(steps: int) -> Path:
+        return _write_jobs(tmp_path / f"jobs{steps}.yaml", [{
+            "name": "obj", "mode": "object", "prompt": "a test object", "seed": 3, "steps": steps,
+            "config": str(ROOT / "configs" / "object" / "analytic-cpu.yaml"),
+            "overrides": ["resolution=16", "render.num_samples=8", "render.num_importance=0", "nerf.levels=2"]}])
+
+    out = tmp_path / "out"
+    (job,), _ = load_jobs(jobs(2))
+    assert job.error is None and job.config["progress"] is False
+    assert run_job(job, str(out), "b1")["status"] == "done"
+    assert run_state(job, out) == "finished"
+    before = _snapshot(out)
+    assert run_job(job, str(out), "b2")["status"] == "skipped" and _snapshot(out) == before
+    (more,), _ = load_jobs(jobs(3))  # more steps: the same run continues from its checkpoint
+    assert run_state(more, out) == "partial"
+    row = run_job(more, str(out), "b3")
+    assert row["status"] == "done" and row["steps"] == 3, row
+    assert attempts_of(out, "obj", "b3")[0]["resume_from"] == "checkpoint.pt"
+    assert json.loads((out / "obj" / "summary.json").read_text())["steps"] == 3
