@@ -57,6 +57,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -141,7 +142,8 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"job '{self.name}' (jobs[{self.index}])"
+        where = f"jobs[{self.index}]"
+        return where if self.name == where else f"job '{self.name}' ({where})"
 
 
 def _abs(value: str | None, base: Path) -> str | None:
@@ -518,7 +520,11 @@ def run_job(job: Job, out_root: str, batch_id: str = "") -> dict[str, Any]:
         resume_from = _checkpoint_frame(run) if job.mode == "scene" else (
             "checkpoint.pt" if (run / "checkpoint.pt").is_file() else None)
         row["attempt"] = _record_attempt(out, job, batch_id, resume_from if state == "partial" else None)
-        info = _run_scene(job, run, state) if job.mode == "scene" else _run_object(job, run, state)
+        import warnings
+
+        with warnings.catch_warnings():  # one line per warning, naming the job (as the CLI prints them)
+            warnings.showwarning = lambda message, *a, **k: print(f"warning: {job.name}: {message}", file=sys.stderr)
+            info = _run_scene(job, run, state) if job.mode == "scene" else _run_object(job, run, state)
         status = "done"
     except ScenescapeError as e:
         info, status = {"error": f"{type(e).__name__}: {e}"}, "failed"
@@ -606,10 +612,16 @@ def connect(ray: Any, address: str | None, local_cpus: int | None = None) -> boo
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"logging_level": "WARNING"}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=local_cpus, include_dashboard=False, **kwargs)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=local_cpus, include_dashboard=False, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
+        hint = (" (is the cluster up? `ray start --head` on the head; --address auto only works on a cluster "
+                "node; ray:// needs Ray Client: pip install \"scenescape[batch]\")") if address else ""
+        raise ScenescapeError(f"cannot connect to {where}: {e}{hint}") from e
     return True
 
 
@@ -627,6 +639,8 @@ def run_batch(jobs: list[Job], out_root: str | Path, *, address: str | None = No
     if max_parallel is not None and max_parallel < 1:
         raise ConfigError(f"--max-parallel must be >= 1, got {max_parallel}")
     out = Path(out_root).resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out '{out}' exists and is not a folder")
     t0 = time.time()
     batch_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(t0)) + f"-{os.getpid()}"
     rows: dict[str, dict[str, Any]] = {}
@@ -680,9 +694,9 @@ def run_batch(jobs: list[Job], out_root: str | Path, *, address: str | None = No
             on_progress(snapshot([]))
         return result
     ray = import_ray()
-    out.mkdir(parents=True, exist_ok=True)
     owned = connect(ray, address, local_cpus)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         remote = ray.remote(run_job)
         waiting = list(todo)
         inflight: dict[Any, Job] = {}
