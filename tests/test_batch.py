@@ -202,6 +202,7 @@ def test_batch_reports_an_invalid_job_and_completes_the_others(local_ray, tmp_pa
     jobs_file = _write_jobs(tmp_path / "jobs.yaml", [
         _scene_job("good", 4, frames=3),
         {**_scene_job("broken", 5, frames=3), "seeed": 6},
+        _scene_job("greedy", 6, frames=3, gpus=1),  # no node has a GPU: reported, not queued forever
     ])
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["batch", str(jobs_file), "--out", str(out)])
@@ -211,6 +212,8 @@ def test_batch_reports_an_invalid_job_and_completes_the_others(local_ray, tmp_pa
     table = _summary(out)
     assert table["good"]["status"] == "done"
     assert table["broken"]["status"] == "invalid" and "seeed" in table["broken"]["error"]
+    assert table["greedy"]["status"] == "failed" and "needs 1 CPUs and 1 GPUs on one node" in table["greedy"]["error"]
+    assert "2 CPUs 0 GPUs" in table["greedy"]["error"] and not (out / "greedy").exists()
 
 
 @pytest.mark.slow

@@ -697,8 +697,20 @@ def run_batch(jobs: list[Job], out_root: str | Path, *, address: str | None = No
     owned = connect(ray, address, local_cpus)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        nodes = _node_resources(ray)
+        waiting = []
+        for job in todo:  # a task no node can hold would wait forever: report it now instead
+            if nodes is not None and not any(n.get("CPU", 0.0) >= job.cpus and n.get("GPU", 0.0) >= job.gpus
+                                             for n in nodes):
+                have = ", ".join(f"{n.get('CPU', 0):g} CPUs {n.get('GPU', 0):g} GPUs" for n in nodes) or "no nodes"
+                rows[job.name] = {"job": job.name, "mode": job.mode, "run_dir": str(out / job.name),
+                                  "status": "failed",
+                                  "error": f"needs {job.cpus:g} CPUs and {job.gpus:g} GPUs on one node, but the Ray "
+                                           f"nodes have {have}; lower --cpus-per-run/--gpus-per-run (or the job's "
+                                           "cpus/gpus) or add such a node"}
+            else:
+                waiting.append(job)
         remote = ray.remote(run_job)
-        waiting = list(todo)
         inflight: dict[Any, Job] = {}
         last_counts, last_time = (-1, -1, -1), time.time()
         while waiting or inflight:
@@ -730,6 +742,14 @@ def run_batch(jobs: list[Job], out_root: str | Path, *, address: str | None = No
     finally:
         if owned:
             ray.shutdown()
+
+
+def _node_resources(ray: Any) -> list[dict[str, float]] | None:
+    """Total resources of each live node (None when Ray cannot tell, e.g. an older Ray Client)."""
+    try:
+        return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+    except Exception:
+        return None
 
 
 def _short_error(e: BaseException) -> str:
