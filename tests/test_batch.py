@@ -156,8 +156,22 @@ def local_ray(tmp_path_factory):
 
 @pytest.mark.slow
 def test_batch_survives_a_killed_worker_and_equals_single_runs(local_ray, tmp_path):
+    import numpy as np
+
+    from scenescape.io import load_image, save_image
+
+    # job "delta" starts from a non-square photo (96x64 px) and its depth: the batch must read and fit it to the
+    # configured 64x64 exactly as `generate --image --init-depth` does
+    photo = tmp_path / "photo"
+    save_image(photo / "wide.png", load_image(DEMO / "image.png")[100:292, 64:352])
+    np.save(photo / "wide.npy", np.load(DEMO / "depth.npy")[100:292, 64:352].astype(np.float32))
+    inputs = {"delta": (photo / "wide.png", photo / "wide.npy")}
     names = ["alpha", "killed", "gamma", "delta"]
-    jobs_file = _write_jobs(tmp_path / "jobs.yaml", [_scene_job(n, seed) for seed, n in enumerate(names)], retries=2)
+    specs = []
+    for seed, n in enumerate(names):
+        img, dep = inputs.get(n, (DEMO / "image.png", DEMO / "depth.npy"))
+        specs.append(_scene_job(n, seed, image=str(img), depth=str(dep)))
+    jobs_file = _write_jobs(tmp_path / "jobs.yaml", specs, retries=2)
     out = tmp_path / "out"
     runner = CliRunner()
     r = runner.invoke(cli, ["batch", str(jobs_file), "--out", str(out)])
@@ -180,9 +194,9 @@ def test_batch_survives_a_killed_worker_and_equals_single_runs(local_ray, tmp_pa
         run = out / name
         assert json.loads((run / "manifest.json").read_text())["frames"] == FRAMES
         alone = tmp_path / "alone" / name
-        g = runner.invoke(cli, ["generate", "--config", str(TINY), "--image", str(DEMO / "image.png"), "--init-depth",
-                                str(DEMO / "depth.npy"), "--frames", str(FRAMES), "--out", str(alone), "--quiet",
-                                f"seed={seed}"])
+        img, dep = inputs.get(name, (DEMO / "image.png", DEMO / "depth.npy"))
+        g = runner.invoke(cli, ["generate", "--config", str(TINY), "--image", str(img), "--init-depth", str(dep),
+                                "--frames", str(FRAMES), "--out", str(alone), "--quiet", f"seed={seed}"])
         assert g.exit_code == 0, g.output
         got, want = _outputs(run), _outputs(alone)
         assert sorted(got) == sorted(want) and len(got) > 4 * FRAMES
