@@ -131,6 +131,14 @@ def test_run_job_skips_finished_and_refuses_another_config(tmp_path):
     r = CliRunner().invoke(cli, ["batch", str(tmp_path / "jobs2.yaml"), "--out", str(out), "--check"])
     assert r.exit_code == 0 and "a: scene, error: run folder" in r.output, r.output
 
+    import fcntl  # one batch per --out: a second one (here: this process holding the lock) is refused
+
+    with open(out / ".batch" / "batch.lock", "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        r = CliRunner().invoke(cli, ["batch", str(jobs_file), "--out", str(out)])
+    assert r.exit_code == 2 and "another scenescape batch is running on" in r.output, r.output
+    assert _snapshot(out) == before
+
 
 # ---------------------------------------------------------------------------------------------
 # On a local Ray instance (2 CPUs)

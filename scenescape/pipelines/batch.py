@@ -641,6 +641,40 @@ def run_batch(jobs: list[Job], out_root: str | Path, *, address: str | None = No
     out = Path(out_root).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out '{out}' exists and is not a folder")
+    lock = _lock_batch(out)  # one batch per --out at a time
+    try:
+        return _run_locked(jobs, out, address, retries, max_parallel, local_cpus, on_progress, progress_every)
+    finally:
+        lock.close()
+
+
+def _lock_batch(out: Path) -> Any:
+    """Hold ``OUT/.batch/batch.lock`` (``flock``; the kernel drops it if this process dies)."""
+    d = out / BOOKKEEPING
+    d.mkdir(parents=True, exist_ok=True)
+    fh = open(d / "batch.lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - no flock (Windows)
+        return fh
+    except OSError as e:
+        fh.seek(0)
+        who = fh.read().strip() or "another process"
+        fh.close()
+        raise RunError(f"another scenescape batch is running on '{out}' ({who}); wait for it to finish, or "
+                       "choose another --out") from e
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    return fh
+
+
+def _run_locked(jobs: list[Job], out: Path, address: str | None, retries: int, max_parallel: int | None,
+                local_cpus: int | None, on_progress: Callable[[Progress], None] | None,
+                progress_every: float) -> BatchResult:
     t0 = time.time()
     batch_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(t0)) + f"-{os.getpid()}"
     rows: dict[str, dict[str, Any]] = {}
