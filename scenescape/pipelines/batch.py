@@ -396,7 +396,8 @@ def _record_attempt(out_root: Path, job: Job, batch_id: str, resume_from: Any) -
     except (FileNotFoundError, json.JSONDecodeError):
         data = {}
     history = list(data.get("attempts") or [])
-    history.append({"batch": batch_id, "started": _stamp(time.time()), "host": socket.gethostname(),
+    now = time.time()
+    history.append({"batch": batch_id, "started": _stamp(now), "time": now, "host": socket.gethostname(),
                     "pid": os.getpid(), "resume_from": resume_from})
     write_json(f, {"job": job.name, "attempts": history})
     return sum(1 for h in history if h.get("batch") == batch_id)
@@ -528,8 +529,9 @@ def run_job(job: Job, out_root: str, batch_id: str = "") -> dict[str, Any]:
         status = "done"
     except ScenescapeError as e:
         info, status = {"error": f"{type(e).__name__}: {e}"}, "failed"
-    return {**row, **info, "status": status, "started": _stamp(t0), "finished": _stamp(time.time()),
-            "seconds": round(time.time() - t0, 3)}
+    t1 = time.time()
+    return {**row, **info, "status": status, "started": _stamp(t0), "finished": _stamp(t1),
+            "seconds": round(t1 - t0, 3), "end_time": t1}
 
 
 def finished_info(job: Job, out_root: str | Path) -> dict[str, Any]:
@@ -716,7 +718,12 @@ def _run_locked(jobs: list[Job], out: Path, address: str | None, retries: int, m
             row = dict(rows.get(job.name) or {"job": job.name, "mode": job.mode, "run_dir": str(out / job.name),
                                               "status": "interrupted", "error": "the batch stopped first"})
             if row.get("status") in ("done", "failed", "interrupted") and job.error is None:
-                row["attempts"] = len(attempts_of(out, job.name, batch_id))
+                tries = attempts_of(out, job.name, batch_id)
+                row["attempts"] = len(tries)
+                if tries and isinstance(tries[0].get("time"), (int, float)):  # from the first attempt on
+                    row["started"] = tries[0]["started"]
+                    if isinstance(row.get("end_time"), (int, float)):
+                        row["seconds"] = round(row["end_time"] - tries[0]["time"], 3)
             ordered.append(row)
         res = BatchResult(ordered, time.time() - t0, snapshot([]).frames, {})
         res.summary = write_summary(res, out)
@@ -798,6 +805,9 @@ def _short_error(e: BaseException) -> str:
 
 COLUMNS = ("job", "mode", "status", "attempts", "frames", "steps", "seconds", "run_seconds", "started",
            "finished", "host", "run_dir", "error")
+"""``status``: done, skipped (finished before this batch), failed, invalid, interrupted; ``attempts``: tasks
+started for the job in this batch; ``seconds``: wall time from its first attempt to its end (retries
+included); ``run_seconds``: the run's own loop time (its manifest's ``loop_s``, object mode's seconds)."""
 
 
 def write_summary(result: BatchResult, out_root: str | Path) -> dict[str, Path]:
