@@ -608,11 +608,12 @@ def import_ray() -> Any:
 
 
 def connect(ray: Any, address: str | None, local_cpus: int | None = None) -> bool:
-    """Connect to Ray: an existing connection is used as is; ``address`` None starts a local instance,
-    ``"auto"`` joins the cluster this machine is part of, ``ray://HOST:PORT`` connects with Ray Client.
-    Returns True when this call connected (so the caller disconnects)."""
+    """Connect to Ray. An existing connection is used as is; otherwise ``address`` (else the environment's
+    ``RAY_ADDRESS``): None starts a local instance, ``"auto"`` joins the cluster this machine is part of,
+    ``ray://HOST:PORT`` connects with Ray Client. True when this call connected (the caller disconnects)."""
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own variable, as `ray job submit` sets
     kwargs: dict[str, Any] = {"logging_level": "WARNING"}
     try:
         if address:
