@@ -286,6 +286,10 @@ def load_jobs(path: str | Path, cpus_per_run: float = 1.0, gpus_per_run: float =
                 setattr(job, key, v)
             if spec.depth and not spec.image:
                 raise InputError("depth needs image (the photo the depth belongs to)")
+            if job.camera:
+                from scenescape.pipelines.scene.inputs import load_start_camera
+
+                load_start_camera(job.camera)  # a malformed camera file is this job's error now, not later
             job.mode, job.prompt = spec.mode, spec.prompt
             job.config = _scene_config(spec, base) if spec.mode == "scene" else _object_config(spec, base)
             job.cpus = float(spec.cpus if spec.cpus is not None else cpus_per_run)
@@ -439,48 +443,9 @@ def _kill_hook(name: str) -> Callable[[int, float], None] | None:
     return hook
 
 
-def _start_inputs(cfg: Any, image: str | None, depth: str | None) -> tuple[Any, Any]:
-    """The start image and depth of a scene job, read and resized exactly as ``generate --image`` does."""
-    if not image:
-        return None, None
-    import warnings
-
-    import numpy as np
-
-    from scenescape.io import load_depth, load_image
-
-    raw = load_image(image)
-    h0, w0 = raw.shape[:2]
-    img = load_image(image, size=(cfg.width, cfg.height)) if (w0, h0) != (cfg.width, cfg.height) else raw
-    dep = None
-    if depth:
-        dep = load_depth(depth, shape=(h0, w0))
-        if (w0, h0) != (cfg.width, cfg.height):
-            import cv2
-
-            warnings.warn(f"depth '{depth}' resized from {w0}x{h0} to {cfg.width}x{cfg.height} with the image",
-                          stacklevel=2)
-            dep = cv2.resize(dep, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST).astype(np.float32)
-    return img, dep
-
-
-def _start_camera(path: str | None) -> Any:
-    if not path:
-        return None
-    from scenescape.geometry.camera import Camera, cameras_from_json
-    from scenescape.io import read_json
-
-    try:
-        data = read_json(path)
-        if isinstance(data, dict) and "fx" in data:
-            return Camera.from_dict(data)
-        return cameras_from_json(data)[0]
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"camera file '{path}': {e}") from e
-
-
 def _run_scene(job: Job, run: Path, state: str) -> dict[str, Any]:
     from scenescape.pipelines.scene import SceneConfig, ScenePipeline
+    from scenescape.pipelines.scene.inputs import load_start_camera, load_start_inputs
 
     cfg = from_dict(SceneConfig, job.config)
     pipe = ScenePipeline.from_config(cfg)
@@ -488,8 +453,9 @@ def _run_scene(job: Job, run: Path, state: str) -> dict[str, Any]:
     if state == "partial" and _checkpoint_frame(run) is not None:
         pipe.run(out_dir=run, resume=True, progress=False, on_frame=hook)
     else:  # nothing checkpointed yet (or a fresh folder): start (again) from the job's inputs
-        img, depth = _start_inputs(cfg, job.image, job.depth)
-        pipe.run(prompt=cfg.prompt, init_image=img, init_depth=depth, start_camera=_start_camera(job.camera),
+        img, depth = load_start_inputs(cfg, job.image, job.depth)  # as `generate --image --init-depth`
+        cam = load_start_camera(job.camera) if job.camera else None
+        pipe.run(prompt=cfg.prompt, init_image=img, init_depth=depth, start_camera=cam,
                  out_dir=run, overwrite=state == "partial", progress=False, on_frame=hook)
     m = json.loads((run / "manifest.json").read_text())
     return {"frames": int(m.get("frames", 0)), "run_seconds": float(m.get("loop_s", 0.0))}
