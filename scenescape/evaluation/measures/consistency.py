@@ -142,7 +142,8 @@ def consistency_3d(frames: np.ndarray, depths: np.ndarray, cameras: Sequence[Cam
     Returns ``{"per_frame": {measure: [N values]}, "summary": {measure: mean over frames}}`` with the
     measures ``colour_l1`` (mean absolute RGB difference in [0, 1]), ``psnr`` (dB), ``depth_abs_rel``
     (mean ``|z - d| / d``), ``depth_abs_rel_median`` and ``covisible`` (fraction of pixels compared). A
-    frame's value is the mean over its pairs, in both directions.
+    frame's value is the mean over the pairs it takes part in, as source and as target (a frame whose
+    depth is too far is hidden behind its neighbours as a source, and is seen through as a target).
     """
     n = len(cameras)
     if depths is None:
@@ -162,7 +163,9 @@ def consistency_3d(frames: np.ndarray, depths: np.ndarray, cameras: Sequence[Cam
             for a, b in ((i, j), (j, i)):
                 r = reprojection_pair(imgs[a], deps[a], cameras[a], imgs[b], deps[b], cameras[b],
                                       occlusion_tol, edge_threshold, stride=stride, bad_j=bads[b])
-                per[a].append(_pair_stats(r))
+                st = _pair_stats(r)
+                per[a].append(st)
+                per[b].append(st)
                 if keep is not None and k == 1:
                     keep[(a, b)] = (r["covisible"], r["flow"], stride)
     names = ("colour_l1", "psnr", "depth_abs_rel", "depth_abs_rel_median", "covisible")

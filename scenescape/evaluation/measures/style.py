@@ -10,12 +10,13 @@ bank -- L*, a*, b*, the two first and the three second derivatives of L* -- at t
 1/4). The style drift of frame ``i`` is ``||G_i - G_0||_F / ||G_0||_F`` averaged over the scales (0 = the
 same texture statistics), the style step the same against frame ``i - 1``.
 
-Seam visibility (:func:`seam_visibility`): mean colour-gradient magnitude on the one-pixel band on both
-sides of an inpainting mask's border, divided by the mean gradient magnitude 3-6 pixels away on both
-sides. 1.0 means the border is as smooth as its surroundings; a visible seam is > 1 (a value below 1 means
-the border region is smoother than its surroundings, as with a blurry classical fill). Border pixels
-within 6 px of a depth discontinuity of the frame's own depth (real object edges) and on the image border
-are left out.
+Seam visibility (:func:`seam_visibility`): the mean colour difference (largest over RGB) of neighbouring
+pixels across an inpainting mask's border (one inside, one outside), divided by the mean difference of
+neighbouring pixels in the same orientation 3-6 px from the border on either side. 1.0 means the border is as smooth as its
+surroundings; a visible seam is > 1 (below 1: the border is smoother than its surroundings, as with a
+blurry classical fill). Pixels within 6 px of a depth discontinuity of the frame's own depth (real object
+edges) and on the image border are left out. A colour step ``delta`` across the border can only raise
+the ratio (``E max_c |d_c + delta|`` is convex in ``delta`` and symmetric for symmetric texture).
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ def colour_stats(image: np.ndarray) -> np.ndarray:
 def _features(lab: np.ndarray) -> np.ndarray:
     import cv2
 
-    l = lab[..., 0] / 100.0
+    lum = lab[..., 0] / 100.0
     a = lab[..., 1] / 100.0
     b = lab[..., 2] / 100.0
-    lx = cv2.Sobel(l, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    ly = cv2.Sobel(l, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    lxx = cv2.Sobel(l, cv2.CV_32F, 2, 0, ksize=3) / 4.0
-    lyy = cv2.Sobel(l, cv2.CV_32F, 0, 2, ksize=3) / 4.0
-    lxy = cv2.Sobel(l, cv2.CV_32F, 1, 1, ksize=3) / 4.0
-    f = np.stack([l, a, b, lx * 10, ly * 10, lxx * 10, lyy * 10, lxy * 10], -1)
+    lx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    ly = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    lxx = cv2.Sobel(lum, cv2.CV_32F, 2, 0, ksize=3) / 4.0
+    lyy = cv2.Sobel(lum, cv2.CV_32F, 0, 2, ksize=3) / 4.0
+    lxy = cv2.Sobel(lum, cv2.CV_32F, 1, 1, ksize=3) / 4.0
+    f = np.stack([lum, a, b, lx * 10, ly * 10, lxx * 10, lyy * 10, lxy * 10], -1)
     return f[1:-1, 1:-1].reshape(-1, f.shape[-1]).astype(np.float64)
 
 
@@ -105,43 +106,38 @@ def _erode(m: np.ndarray, r: int) -> np.ndarray:
     return ~_dilate(~m, r)
 
 
-def gradient_magnitude(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` colour-gradient magnitude: the largest over RGB of the central-difference gradient norm."""
+def border_ratio(image: np.ndarray, mask: np.ndarray, keep: np.ndarray, min_pairs: int = 20) -> tuple[float, int]:
+    """``(ratio, pairs)``: mean colour difference (largest over RGB) of the 4-neighbour pixel pairs that
+    straddle the mask border, over the difference expected from pairs of the same orientation 3-6 px from
+    the border (both pixels on one side), on ``keep`` pixels. NaN if fewer than ``min_pairs`` pairs."""
     img = np.asarray(image, np.float32)
-    gx = np.zeros_like(img)
-    gy = np.zeros_like(img)
-    gx[:, 1:-1] = (img[:, 2:] - img[:, :-2]) / 2.0
-    gy[1:-1] = (img[2:] - img[:-2]) / 2.0
-    return np.sqrt(gx ** 2 + gy ** 2).max(-1)
-
-
-def seam_bands(mask: np.ndarray, depth: np.ndarray | None = None, edge_threshold: float = 0.1, edge_margin: int = 6
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """``(seam, near)`` bool ``(H, W)``: the pixels within 1 px of the mask border on both sides, and those
-    3-6 px from it, without the image border's 2-px frame and (with ``depth``) the pixels within
-    ``edge_margin`` px of a depth discontinuity (object silhouettes are real edges, and the image's own
-    gradients are larger near them)."""
     m = np.asarray(mask, bool)
-    h, w = m.shape
-    seam = _dilate(m, 1) & ~_erode(m, 1)
-    near = (_dilate(m, 6) & ~_dilate(m, 2)) | (_erode(m, 2) & ~_erode(m, 6))
-    frame = np.zeros((h, w), bool)
-    frame[2:-2, 2:-2] = True
-    keep = frame
-    if depth is not None:
-        from scenescape.geometry.masks import depth_edges
-
-        edges = depth_edges(np.asarray(depth, np.float32), edge_threshold).numpy()
-        keep = keep & ~_dilate(edges | (np.asarray(depth) <= 0), edge_margin)
-    return seam & keep, near & keep
+    near = ((_dilate(m, 6) & ~_dilate(m, 2)) | (_erode(m, 2) & ~_erode(m, 6))) & keep
+    total, expected, count = 0.0, 0.0, 0
+    for sl_a, sl_b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                       ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        d = np.abs(img[sl_a] - img[sl_b]).max(-1)
+        across = d[(m[sl_a] != m[sl_b]) & keep[sl_a] & keep[sl_b]]
+        base = d[near[sl_a] & near[sl_b] & (m[sl_a] == m[sl_b])]
+        if across.size == 0:
+            continue
+        if base.size < min_pairs:
+            return float("nan"), 0
+        total += float(across.sum())
+        expected += across.size * max(float(base.mean()), 1e-4)
+        count += across.size
+    if count < min_pairs:
+        return float("nan"), count
+    return total / expected, count
 
 
 def seam_visibility(frames: np.ndarray, masks: np.ndarray, depths: np.ndarray | None = None,
-                    min_pixels: int = 20) -> dict[str, Any]:
+                    min_pixels: int = 20, edge_margin: int = 6) -> dict[str, Any]:
     """Seam visibility per frame (module docstring): NaN for frames without a usable mask border (frame
-    0, whose mask is everything, or fewer than ``min_pixels`` border pixels).
+    0, whose mask is everything, or fewer than ``min_pixels`` border pairs).
 
-    Returns ``per_frame``: ``seam_ratio`` and ``seam_pixels``; ``summary``: the mean and the worst ratio.
+    Returns ``per_frame``: ``seam_ratio`` and ``seam_pixels`` (border pairs measured); ``summary``: the mean
+    and the worst ratio.
     """
     if masks is None:
         raise InputError("seam visibility needs the run's inpainting masks (masks/NNNN.png)")
@@ -152,12 +148,16 @@ def seam_visibility(frames: np.ndarray, masks: np.ndarray, depths: np.ndarray | 
         m = masks[i]
         if m.all() or not m.any():
             continue
-        seam, near = seam_bands(m, None if depths is None else depths[i])
-        if seam.sum() < min_pixels or near.sum() < min_pixels:
-            continue
-        g = gradient_magnitude(frames[i])
-        ratio[i] = float(g[seam].mean() / max(float(g[near].mean()), 1e-4))
-        pix[i] = float(seam.sum())
+        h, w = m.shape
+        keep = np.zeros((h, w), bool)
+        keep[2:-2, 2:-2] = True
+        if depths is not None:
+            from scenescape.geometry.masks import depth_edges
+
+            d = np.asarray(depths[i], np.float32)
+            keep &= ~_dilate(depth_edges(d, 0.1).numpy() | (d <= 0), edge_margin)
+        ratio[i], count = border_ratio(frames[i], m, keep, min_pixels)
+        pix[i] = float(count)
     ok = np.asarray([r for r in ratio if np.isfinite(r)])
     return {"per_frame": {"seam_ratio": ratio, "seam_pixels": pix},
             "summary": {"seam_ratio": float(ok.mean()) if ok.size else float("nan"),
