@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from scenescape.errors import InputError
+from scenescape.pipelines.scene.candidates import border_ratio, dilate_np
 
 
 def _lab(image: np.ndarray) -> np.ndarray:
@@ -95,42 +96,6 @@ def style_drift(frames: np.ndarray) -> dict[str, Any]:
     return {"per_frame": per, "summary": summary}
 
 
-def _dilate(m: np.ndarray, r: int) -> np.ndarray:
-    import cv2
-
-    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
-    return cv2.dilate(m.astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-
-
-def _erode(m: np.ndarray, r: int) -> np.ndarray:
-    return ~_dilate(~m, r)
-
-
-def border_ratio(image: np.ndarray, mask: np.ndarray, keep: np.ndarray, min_pairs: int = 20) -> tuple[float, int]:
-    """``(ratio, pairs)``: mean colour difference (largest over RGB) of the 4-neighbour pixel pairs that
-    straddle the mask border, over the difference expected from pairs of the same orientation 3-6 px from
-    the border (both pixels on one side), on ``keep`` pixels. NaN if fewer than ``min_pairs`` pairs."""
-    img = np.asarray(image, np.float32)
-    m = np.asarray(mask, bool)
-    near = ((_dilate(m, 6) & ~_dilate(m, 2)) | (_erode(m, 2) & ~_erode(m, 6))) & keep
-    total, expected, count = 0.0, 0.0, 0
-    for sl_a, sl_b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-                       ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
-        d = np.abs(img[sl_a] - img[sl_b]).max(-1)
-        across = d[(m[sl_a] != m[sl_b]) & keep[sl_a] & keep[sl_b]]
-        base = d[near[sl_a] & near[sl_b] & (m[sl_a] == m[sl_b])]
-        if across.size == 0:
-            continue
-        if base.size < min_pairs:
-            return float("nan"), 0
-        total += float(across.sum())
-        expected += across.size * max(float(base.mean()), 1e-4)
-        count += across.size
-    if count < min_pairs:
-        return float("nan"), count
-    return total / expected, count
-
-
 def seam_visibility(frames: np.ndarray, masks: np.ndarray, depths: np.ndarray | None = None,
                     min_pixels: int = 20, edge_margin: int = 6) -> dict[str, Any]:
     """Seam visibility per frame (module docstring): NaN for frames without a usable mask border (frame
@@ -155,7 +120,7 @@ def seam_visibility(frames: np.ndarray, masks: np.ndarray, depths: np.ndarray | 
             from scenescape.geometry.masks import depth_edges
 
             d = np.asarray(depths[i], np.float32)
-            keep &= ~_dilate(depth_edges(d, 0.1).numpy() | (d <= 0), edge_margin)
+            keep &= ~dilate_np(depth_edges(d, 0.1).numpy() | (d <= 0), edge_margin)
         ratio[i], count = border_ratio(frames[i], m, keep, min_pixels)
         pix[i] = float(count)
     ok = np.asarray([r for r in ratio if np.isfinite(r)])
