@@ -207,6 +207,7 @@ def test_seam_visibility_grows_with_damage(oracle_run, damage):
     _increasing(vals, f"seam ratio ({damage})")
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_json_and_self_contained_report(oracle_run, tmp_path):
     pytest.importorskip("matplotlib")
     js, rep = tmp_path / "m.json", tmp_path / "r.html"
@@ -229,16 +230,45 @@ def test_evaluate_cli_writes_json_and_self_contained_report(oracle_run, tmp_path
 
 
 def test_evaluate_cli_errors(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "scenescape", "evaluate", str(tmp_path)], capture_output=True,
-                       text=True, timeout=120)
-    assert p.returncode == 2 and "error:" in p.stderr and "not a scenescape run folder" in p.stderr
-    with pytest.raises(Exception, match="unknown measure"):
-        evaluate_run(load_run_or_skip(tmp_path), measures=["nope"])
+    from click.testing import CliRunner
 
-
-def load_run_or_skip(tmp_path):
+    from scenescape.cli import cli
+    from scenescape.errors import InputError
     from scenescape.evaluation.measures import RunData
     from scenescape.geometry.camera import Camera
 
+    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
+    assert r.exit_code == 2 and "error:" in r.output and "not a scenescape run folder" in r.output
+    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "does not exist" in r.output
     cam = Camera(20.0, 20.0, 8.0, 8.0, 16, 16)
-    return RunData(frames=np.zeros((2, 16, 16, 3), np.float32), cameras=[cam, cam])
+    data = RunData(frames=np.zeros((2, 16, 16, 3), np.float32), cameras=[cam, cam])
+    with pytest.raises(InputError, match="unknown measure"):
+        evaluate_run(data, measures=["nope"])
+    with pytest.raises(InputError, match="3 cameras"):
+        RunData(frames=np.zeros((2, 16, 16, 3), np.float32), cameras=[cam, cam, cam])
+
+
+@pytest.mark.slow
+def test_object_run_is_evaluated_where_measures_apply(tmp_path):
+    """An object run (config.yaml + video.mp4 of RGB | normals): its orbit cameras come from the config."""
+    from scenescape.config import apply_overrides, save_yaml
+    from scenescape.io import write_json, write_video
+    from scenescape.pipelines.object.export import orbit_cameras
+    from scenescape.pipelines.object.pipeline import ObjectConfig
+
+    cfg = apply_overrides(ObjectConfig(), ["output.video_frames=36"])
+    save_yaml(cfg, tmp_path / "config.yaml")
+    write_json(tmp_path / "summary.json", {"prompt": "a chair"})
+    c, o = cfg.camera, cfg.output
+    cams = orbit_cameras(c.eval_radius, c.eval_elevation, c.eval_fov, o.video_size, o.video_frames)
+    w = make_world("room")
+    write_video(tmp_path / "video.mp4", [np.concatenate([w.render(k)[0].numpy()] * 2, axis=1) for k in cams], fps=20)
+    r = load_run(tmp_path)
+    assert r.kind == "object" and r.frames.shape == (36, 128, 128, 3) and r.prompt == "a chair"
+    assert r.cameras[5] == cams[5]
+    res = evaluate_run(r)
+    assert set(res["measures"]) == {"photometric", "camera", "style"}
+    assert {"consistency_3d", "seams"} <= set(res["skipped"])
+    assert res["measures"]["camera"]["summary"]["rotation_error_deg_median"] < 3.0
+    assert set(res["measures"]["photometric"]["summary"]) == {"fb_error", "fb_outliers"}
