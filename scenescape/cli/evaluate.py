@@ -33,16 +33,23 @@ def evaluate(run: str, clip: str | None, prompt: str | None, json_path: str | No
         from scenescape.evaluation.measures.report import _require_matplotlib
 
         _require_matplotlib()  # fail before the measures run, not after
+    import time
+
+    t0 = time.perf_counter()
     data = load_run(run)
+    t_load = time.perf_counter() - t0
     wanted = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
     result = evaluate_run(data, clip=clip, prompt=prompt, measures=wanted, device=device, flow_method=flow_method,
                           features=features)
-    if json_path:
-        write_json(json_path, result)
+    result["seconds"] = {"load": round(t_load, 3), **result["seconds"]}
     if report_path:
         from scenescape.evaluation.measures.report import write_report
 
+        t0 = time.perf_counter()
         write_report(result, data.frames, report_path)
+        result["seconds"]["report"] = round(time.perf_counter() - t0, 3)
+    if json_path:
+        write_json(json_path, result)
     if not quiet:
         click.echo(f"{result['run']}: {result['frames']} frames, {result['size'][0]}x{result['size'][1]}")
         for label, v in headline(result).items():
