@@ -58,6 +58,9 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
     if quiet:
         items.append("progress=false")
     cfg = ObjectConfig.load(config_path, items)
+    from scenescape.backends.models import preflight_models
+
+    preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
     result = ObjectPipeline(cfg).run(prompt, out_dir, resume=resume)
     click.echo(f"run folder: {result.out_dir}")
     for name, path in result.files.items():

@@ -115,6 +115,21 @@ def _load_inputs(cfg: Any, image: str | None, init_depth: str | None) -> tuple[A
     return img, depth
 
 
+def _prior_notice(cfg: Any, image: Any, depth: Any, quiet: bool) -> None:
+    """A photo without depth whose first depth comes from the layout prior: say what that means."""
+    if image is None or depth is not None:
+        return
+    name = cfg.first_depth.name or cfg.depth.name
+    if name != "prior":
+        return
+    click.echo("warning: the photo has no depth, so its depth is the offline layout prior: a guess of a floor, "
+               "side walls and a far wall from the image's vanishing lines and horizon, not a measurement; "
+               "objects in the photo become flat paint on those planes and the walkthrough is mostly a zoom. "
+               "For real geometry pass --init-depth DEPTH (.npy z-depth or 16-bit PNG in mm) or use a depth "
+               "model (--config configs/gpu-quality.yaml, or first_depth.name=transformers; see `scenescape models`).",
+               err=True)
+
+
 def _run_pipeline(pipe: Any, quiet: bool, **kwargs: Any) -> Any:
     times: list[float] = []
 
@@ -162,6 +177,7 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
 
     Extra KEY=VALUE arguments override the config (e.g. seed=3 inpainter.options.method=ns).
     """
+    from scenescape.backends.models import preflight_models
     from scenescape.pipelines.scene import SceneConfig, ScenePipeline
 
     _show_warnings(quiet)
@@ -182,6 +198,7 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
             cfg = SceneConfig.load(run.config_path)
         except ValueError as e:
             raise RunError(f"cannot resume: the run's config '{run.config_path}' is invalid: {e}") from e
+        preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
         pipe = ScenePipeline.from_config(cfg)
         _echo(f"resuming {run.path}", quiet)
         result = _run_pipeline(pipe, quiet, out_dir=run.path, resume=True)
@@ -202,6 +219,8 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RunError(f"output folder '{out_dir}' already exists; pass --resume {out_dir} to continue it, "
                        "--overwrite to replace it, or choose another --out")
+    preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
+    _prior_notice(cfg, img, depth, quiet)
     pipe = ScenePipeline.from_config(cfg)
     result = _run_pipeline(pipe, quiet, prompt=cfg.prompt, init_image=img, init_depth=depth, out_dir=out_dir,
                            overwrite=overwrite, start_camera=start)
