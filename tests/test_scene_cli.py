@@ -285,3 +285,39 @@ def test_demo_start_frame_from_samples_matches_the_synthetic_fallback():
     assert "synthetic" in source2 and cam == cam2
     assert np.abs(img - img2).max() <= 1 / 255 + 1e-6  # the PNG is 8-bit
     assert np.allclose(depth, depth2, rtol=1e-6)
+
+
+def test_depth_pngs_share_one_colour_scale(tiny_run):
+    """depth/NNNN.png use the run's one scale (fixed from frame 0, stored in depth/colour_scale.json)."""
+    import imageio.v3 as iio
+
+    from scenescape.io import colorize_depth, depth_color_range, read_json
+
+    scale = read_json(tiny_run / "depth" / "colour_scale.json")
+    d0 = np.load(tiny_run / "depth" / "0000.npy")
+    assert (scale["near"], scale["far"]) == pytest.approx(depth_color_range(d0))
+    pngs = sorted((tiny_run / "depth").glob("*.png"))
+    assert len(pngs) == 4
+    for p in pngs:
+        d = np.load(p.with_suffix(".npy"))
+        expect = colorize_depth(d, depth_range=(scale["near"], scale["far"]))
+        assert np.array_equal(iio.imread(p)[..., :3], expect), p.name
+    # a per-frame scale would differ on the last frame: the run's scale is not the frame's own
+    d3 = np.load(pngs[-1].with_suffix(".npy"))
+    if depth_color_range(d3) != pytest.approx((scale["near"], scale["far"])):
+        assert not np.array_equal(iio.imread(pngs[-1])[..., :3], colorize_depth(d3))
+
+
+def test_colorize_depth_fixed_range_maps_equal_depths_to_equal_colours():
+    from scenescape.io import colorize_depth
+
+    a = np.full((4, 4), 2.0, np.float32)
+    b = a.copy()
+    b[0, 0] = 20.0  # a far pixel changes a per-image scale, not a fixed one
+    fixed = (1.0, 10.0)
+    assert np.array_equal(colorize_depth(a, depth_range=fixed)[1:, 1:], colorize_depth(b, depth_range=fixed)[1:, 1:])
+    near = colorize_depth(np.full((2, 2), 1.0, np.float32), depth_range=fixed)[0, 0]
+    far = colorize_depth(np.full((2, 2), 10.0, np.float32), depth_range=fixed)[0, 0]
+    assert not np.array_equal(near, far)
+    with pytest.raises(ValueError, match="depth_range"):
+        colorize_depth(a, depth_range=(5.0, 1.0))
