@@ -109,6 +109,12 @@ def test_generate_photo_without_depth_uses_the_prior(tmp_path, photo):
     assert res.exit_code == 0, _text(res)
     man = json.loads((out / "manifest.json").read_text())
     assert man["backends"]["first_depth"]["name"] == "prior"
+    # the CLI says that the prior is a layout guess and how to give real depth
+    warn = [ln for ln in _text(res).splitlines() if ln.startswith("warning:") and "layout prior" in ln]
+    assert len(warn) == 1 and "--init-depth" in warn[0] and "depth model" in warn[0]
+    res = invoke("generate", "--config", TINY, "--image", photo / "image.png", "--init-depth", photo / "depth.npy",
+                 "--out", tmp_path / "r2", "--quiet", "frames=2")
+    assert res.exit_code == 0 and "layout prior" not in _text(res)  # with depth: no such warning
 
 
 def test_generate_with_explicit_camera_file(tmp_path, photo):
