@@ -327,3 +327,39 @@ def test_colorize_depth_fixed_range_maps_equal_depths_to_equal_colours():
     assert not np.array_equal(near, far)
     with pytest.raises(ValueError, match="depth_range"):
         colorize_depth(a, depth_range=(5.0, 1.0))
+
+
+def test_render_presets_stay_where_the_run_saw(tmp_path):
+    """`render --trajectory orbit --frames 90` (the README's example) keeps the view on the saved scene."""
+    from scenescape.cli.scene import fit_preset_to_run
+    from scenescape.geometry.camera import cameras_from_json
+    from scenescape.geometry.mesh import SceneMesh
+    from scenescape.geometry.raster import render_mesh
+    from scenescape.io import read_json
+    from scenescape.trajectories import TrajectoryConfig, build_trajectory
+
+    run = tmp_path / "demo"
+    assert invoke("demo", "--out", run, "--frames", 6, "--size", 64, "--quiet").exit_code == 0
+    res = invoke("render", run / "mesh.ply", "--trajectory", "orbit", "--frames", 90, "-o", tmp_path / "o.mp4")
+    assert res.exit_code == 0, _text(res)
+    assert "orbit shortened" in _text(res) and "angle_step=" in _text(res)
+    assert read_video(tmp_path / "o.mp4").shape[0] == 90
+
+    cams = cameras_from_json(read_json(run / "cameras.json"))
+    mesh = SceneMesh.load(run / "mesh.ply")
+    w2c = cams[0].world_to_camera
+    z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
+    scale = float(z[z > 0].median())  # what render uses
+
+    def coverage(spec) -> float:
+        path = build_trajectory(spec, cams[0], 90, scale)
+        return float(np.mean([render_mesh(mesh, c).mask.float().mean().item() for c in path[::10]]))
+
+    fitted = fit_preset_to_run("orbit", 90, cams, scale)
+    assert set(fitted) == {"angle_step", "radius"} and abs(fitted["angle_step"]) < 0.02 and fitted["radius"] < 1
+    assert coverage(TrajectoryConfig("orbit", fitted)) > 0.97           # on the scene all the way
+    assert coverage("orbit") < coverage(TrajectoryConfig("orbit", fitted)) - 0.1  # the raw preset leaves it
+    walk = fit_preset_to_run("forward", 90, cams, scale)
+    centres = np.stack([np.linalg.inv(c.world_to_camera.double().numpy())[:3, 3] for c in cams])
+    reach = float(np.linalg.norm(centres - centres[0], axis=1).max())
+    assert walk["step"] * scale * 89 == pytest.approx(max(reach, 0.05 * scale), rel=1e-6)  # no further than the run

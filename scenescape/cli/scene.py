@@ -336,6 +336,59 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
 # render / export
 # ---------------------------------------------------------------------------------------------
 
+# preset -> (distance parameter, angle parameter) that fit_preset_to_run may shorten
+_FIT = {"forward": ("step", None), "backward": ("step", None), "lateral": ("step", None),
+        "forward_yaw": ("step", None), "scenescape": ("step", None), "spiral": ("step", None),
+        "orbit": (None, "angle_step")}
+
+
+def fit_preset_to_run(name: str, frames: int, run_cameras: list[Any], scene_scale: float) -> dict[str, float]:
+    """Preset parameters that keep a re-render where the run's cameras were.
+
+    A preset's default per-frame motion is made for generating (it walks into new space); a re-render
+    of the saved mesh should stay where the run saw, or it shows empty (black) space and the edges of
+    the mesh. The total motion over ``frames`` is therefore capped: a translation (``step``) at the
+    run's largest camera distance from its first camera (at least 0.05 x ``scene_scale``), an orbit's
+    angle (``angle_step``, turning the way the run turned) at the run's largest yaw from its first camera
+    (at least 0.05 rad) and its ``radius`` so that the sideways travel (radius x angle) stays within that distance.
+    Returns only the parameters that had to shrink (``{}``: the defaults fit).
+    """
+    import inspect
+
+    import numpy as np
+
+    from scenescape.trajectories import PRESETS
+
+    if name not in _FIT or len(run_cameras) < 1 or frames < 2:
+        return {}
+    dist_key, angle_key = _FIT[name]
+    defaults = {k: p.default for k, p in inspect.signature(PRESETS[name]).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    c2w = [np.linalg.inv(c.world_to_camera.double().cpu().numpy()) for c in run_cameras]
+    centres = np.stack([m[:3, 3] for m in c2w])
+    dirs = np.stack([m[:3, 2] for m in c2w])
+    reach = float(np.linalg.norm(centres - centres[0], axis=1).max())
+    # signed turn about the first camera's down axis (an orbit turns by -angle_step per frame about it)
+    yaw = np.arctan2(np.cross(dirs[0], dirs) @ c2w[0][:3, 1], dirs @ dirs[0])
+    k = int(np.argmax(np.abs(yaw)))
+    turn, sign = float(abs(yaw[k])), (-1.0 if yaw[k] > 0 else 1.0)
+    out: dict[str, float] = {}
+    steps = frames - 1
+    if dist_key is not None:
+        cap = max(reach, 0.05 * scene_scale) / (scene_scale * steps)
+        if cap < defaults[dist_key]:
+            out[dist_key] = cap
+    if angle_key is not None:
+        angle = min(max(turn, 0.05) / steps, defaults[angle_key])
+        if angle < defaults[angle_key]:
+            out[angle_key] = sign * angle  # turning the way the run turned
+        # an orbit also moves the camera sideways by radius x angle: no further than the run went
+        radius = max(reach, 0.05 * scene_scale) / (angle * steps * scene_scale)
+        if radius < defaults["radius"]:
+            out["radius"] = radius
+    return out
+
+
 @click.command()
 @click.argument("mesh_path", metavar="MESH", type=click.Path(dir_okay=False))
 @click.option("--trajectory", required=True, help="Preset name or trajectory file (explicit cameras, segments).")
@@ -348,10 +401,17 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
                                                  "start camera).")
 @click.option("--fps", type=float, default=10.0, show_default=True)
 @click.option("--supersample", type=int, default=1, show_default=True)
+@click.option("--fit/--no-fit", default=True, show_default=True,
+              help="Shorten a preset's motion so the path stays where the run's cameras (cameras.json next to "
+                   "MESH) were; --no-fit keeps the preset's own per-frame motion.")
 @click.option("--quiet", is_flag=True)
 def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_path: str | None,
-           scene_scale: float | None, fps: float, supersample: int, quiet: bool) -> None:
-    """Re-render a saved scene MESH (.ply/.glb/.obj/.npz) along any camera path into a video."""
+           scene_scale: float | None, fps: float, supersample: int, fit: bool, quiet: bool) -> None:
+    """Re-render a saved scene MESH (.ply/.glb/.obj/.npz) along any camera path into a video.
+
+    Per frame this draws the whole final mesh (every frame's geometry), while generate draws the mesh
+    as it grows, so a frame here costs more than one frame of generate (about 1.5x for the demo).
+    """
     import numpy as np
     import torch
 
@@ -365,10 +425,13 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
     if out.suffix.lower() not in (".mp4", ".gif"):
         raise InputError(f"output '{out}' must end in .mp4 or .gif")
     mesh = SceneMesh.load(mesh_path)
+    run_cams = None
+    if (Path(mesh_path).parent / "cameras.json").is_file():
+        run_cams = cameras_from_json(read_json(Path(mesh_path).parent / "cameras.json"))
     if camera_path:
         start = _load_camera(camera_path)
-    elif (Path(mesh_path).parent / "cameras.json").is_file():
-        start = cameras_from_json(read_json(Path(mesh_path).parent / "cameras.json"))[0]
+    elif run_cams:
+        start = run_cams[0]
     else:
         start = Camera(500.0, 500.0, 256.0, 256.0, 512, 512)
     if scene_scale is None:
@@ -378,9 +441,19 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
         scene_scale = float(z.median()) if z.numel() else 1.0
     from scenescape.trajectories import looks_like_path
 
+    spec: Any = trajectory
     if frames is None and not looks_like_path(trajectory):
         frames = 60
-    cams = build_trajectory(trajectory, start, frames, scene_scale)
+    if fit and run_cams and not looks_like_path(trajectory):
+        params = fit_preset_to_run(trajectory, frames, run_cams, scene_scale)
+        if params:
+            from scenescape.trajectories import TrajectoryConfig
+
+            spec = TrajectoryConfig(trajectory, params)
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in params.items())
+            _echo(f"render: {trajectory} shortened to stay where the run's cameras were ({shown}); "
+                  "--no-fit keeps the preset's own motion", quiet)
+    cams = build_trajectory(spec, start, frames, scene_scale)
     images = []
     it = cams
     if not quiet:
