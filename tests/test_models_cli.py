@@ -311,9 +311,27 @@ def test_preflight_passes_when_every_model_is_a_folder(tiny, unreachable_hub):
     cfg = load_config(SceneConfig, ROOT / "configs" / "gpu-quality.yaml", [
         f"inpainter.options.model={tiny['inpaint']}", f"depth.options.model={tiny['depth']}",
         f"text_to_image.options.model={tiny['inpaint']}"])
-    assert len(preflight_models(cfg)) == 3  # present everywhere: no hub needed, no error
+    assert len(preflight_models(cfg)) == 2  # all present (one folder serves two sections): no hub, no error
     cfg = load_config(SceneConfig, ROOT / "configs" / "gpu-quality.yaml", [f"depth.options.model={tiny['depth']}"])
     with pytest.raises(ModelNotFoundError) as e:
         preflight_models(cfg)
     first = str(e.value).splitlines()[0]
     assert "2 model(s)" in first and "Depth-Anything" not in first
+
+
+def test_preflight_of_a_batch_names_each_missing_model_once(unreachable_hub):
+    from scenescape.backends.models import preflight_models
+    from scenescape.config import load_config
+    from scenescape.pipelines.object import ObjectConfig
+    from scenescape.pipelines.scene import SceneConfig
+
+    jobs = [load_config(SceneConfig, ROOT / "configs" / "gpu-quality.yaml"),
+            load_config(SceneConfig, ROOT / "configs" / "gpu-fast.yaml"),
+            load_config(ObjectConfig, ROOT / "configs" / "object" / "sds-cpu-small.yaml")]
+    with pytest.raises(ModelNotFoundError) as e:
+        preflight_models(jobs)
+    msg = str(e.value)
+    first = msg.splitlines()[0]
+    assert first.startswith("3 model(s)")  # SD-2.1-base (t2i and object guidance) and SD-2 inpainting once each
+    assert msg.count("hf download stabilityai/stable-diffusion-2-1-base ") == 1
+    assert "Depth-Anything-V2-Small-hf" in first and "stable-diffusion-2-inpainting" in first

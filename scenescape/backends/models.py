@@ -342,10 +342,17 @@ def preflight_models(cfg: Any, *, check_hub: bool = True) -> list[Requirement]:
       :class:`ModelNotFoundError` lists every missing model with its fetch command, instead of the
       hub client's retries (the reachability check is made only when something must be downloaded).
 
-    ``cfg`` is any config dataclass (scene, object, batch) with ``{name, options}`` backend sections.
-    ``scenescape generate``, ``scenescape object`` and batch runs call this first.
+    ``cfg`` is any config dataclass (scene, object) with ``{name, options}`` backend sections, or a
+    list of them (a batch: every job's models are checked together, each model once, and one message
+    names all that are missing). ``scenescape generate`` and ``scenescape object`` call this first.
     """
-    reqs = required_models(cfg)
+    configs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+    reqs, seen = [], set()
+    for c in configs:
+        for r in required_models(c):
+            if (r.model_id, r.kind) not in seen:
+                seen.add((r.model_id, r.kind))
+                reqs.append(r)
     statuses = [(r, model_status(r.model_id, r.kind)) for r in reqs]
     missing = [(r, st) for r, st in statuses if not st.present]
     folders = [(r, st) for r, st in missing if looks_like_path(r.model_id)]
