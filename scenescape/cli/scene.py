@@ -122,7 +122,7 @@ def _prior_notice(cfg: Any, image: Any, depth: Any, quiet: bool) -> None:
         return
     click.echo("warning: the photo has no depth, so its depth is the offline layout prior: a guess of a floor, "
                "side walls and a far wall from the image's vanishing lines and horizon, not a measurement; "
-               "objects in the photo become flat paint on those planes and the walkthrough is mostly a zoom. "
+               "objects in the photo become flat paint on those planes. "
                "For real geometry pass --init-depth DEPTH (.npy z-depth or 16-bit PNG in mm) or use a depth "
                "model (--config configs/gpu-quality.yaml, or first_depth.name=transformers; see `scenescape models`).",
                err=True)
