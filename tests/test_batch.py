@@ -91,6 +91,9 @@ def test_jobs_file_is_validated_per_job_with_defaults_and_relative_paths(tmp_pat
     assert unnamed.error is None and unnamed.name.startswith("a-quiet-library-")  # a name from the content
     assert load_jobs(jobs_file)[0][5].name == unnamed.name  # stable
 
+    shipped, _ = load_jobs(ROOT / "samples" / "batch-example.yaml")  # the README's example stays valid
+    assert [j.error for j in shipped] == [None] * len(shipped) and {j.mode for j in shipped} == {"scene", "object"}
+
     with pytest.raises(ConfigError, match="both named 'a'"):
         load_jobs(_write_jobs(tmp_path / "dup.yaml", [{"name": "a", "prompt": "x"}, {"name": "a", "prompt": "y"}]))
     with pytest.raises(ConfigError, match="unknown config key 'job'"):

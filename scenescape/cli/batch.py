@@ -2,7 +2,7 @@
 
 Examples::
 
-    scenescape batch configs/batch-example.yaml --out runs/batch            # local Ray instance
+    scenescape batch samples/batch-example.yaml --out runs/batch            # local Ray instance
     scenescape batch jobs.yaml --address auto --gpus-per-run 1 --out /shared/runs/sweep   # on a cluster
     scenescape batch jobs.yaml --out runs/batch --check                     # validate only
 
