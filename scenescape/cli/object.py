@@ -46,9 +46,11 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
         items = list(overrides)
         if prompt is not None:  # with --export every positional argument is an override
             items = [prompt, *items]
-        files = export_run(export_dir, items)
+        not_written: dict[str, str] = {}
+        files = export_run(export_dir, items, not_written)
         for name, path in files.items():
             click.echo(f"{name}: {path}")
+        _warn_not_written(not_written)
         return
     if image_path is not None and prompt is not None and "=" in prompt and " " not in prompt.strip():
         overrides, prompt = (prompt, *overrides), None  # --image photo.png key=value ...: no prompt
@@ -73,10 +75,20 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
         if mask_path is not None:
             items.append(f"image.mask={_yaml_str(mask_path)}")
     cfg = ObjectConfig.load(config_path, items)
+    from scenescape.backends.models import preflight_models
+
+    preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
     result = ObjectPipeline(cfg).run(prompt, out_dir, resume=resume)
     click.echo(f"run folder: {result.out_dir}")
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
+    _warn_not_written(result.not_written)
+
+
+def _warn_not_written(not_written: dict[str, str]) -> None:
+    """One ``warning:`` line per documented output (mesh, video) that was not written, with why."""
+    for name, why in not_written.items():
+        click.echo(f"warning: {name} not written: {why}", err=True)
 
 
 def _yaml_str(text: str) -> str:
