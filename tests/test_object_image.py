@@ -24,6 +24,8 @@ from scenescape.pipelines.object.image import (
 )
 
 REF = dict(radius=1.8, elevation=0.0, azimuth=0.0, fov=40.0)
+REF_RES = 24
+STEPS = 150
 
 
 def _analytic_photo(path, size: int = 64) -> np.ndarray:
@@ -44,7 +46,7 @@ SMALL = [
     "background.kind=random_solid", "shading.albedo_steps=100000", "loss.orientation_start=0",
     "loss.orientation_end=0", "camera.elevation=[-10, 45]", "optim.lr=0.02", "output.val_every=0",
     "output.checkpoint_every=0", "output.export=false", "progress=false",
-    "image.textual_inversion.enabled=false", "image.prompt=an object", "image.reference.resolution=32",
+    "image.textual_inversion.enabled=false", "image.prompt=an object", f"image.reference.resolution={REF_RES}",
     "image.loss.normal_smooth=0",
     # the prior knows the object only coarsely (8x8): the photo brings the detail at its view
     "guidance.options={mode: sds, resolution: 8}",
@@ -55,13 +57,13 @@ SMALL = [
 def test_image_to_object_reaches_the_bars_and_needs_the_reconstruction_loss(tmp_path):
     photo = tmp_path / "photo.png"
     _analytic_photo(photo)
-    ref_cam = orbit_camera(REF["radius"], 0.0, 0.0, REF["fov"], 32)
+    ref_cam = orbit_camera(REF["radius"], 0.0, 0.0, REF["fov"], REF_RES)
 
     def run(extra):
-        cfg = ObjectConfig.load(None, SMALL + ["steps=150", f"image.path={photo}", *extra])
+        cfg = ObjectConfig.load(None, SMALL + [f"steps={STEPS}", f"image.path={photo}", *extra])
         pipe = ObjectPipeline(cfg)
         res = pipe.run(None, tmp_path / f"run{len(extra)}")
-        cams = [ref_cam] + eval_cameras(cfg, 6, size=32, offset=17.0, elevation=10.0)  # held out
+        cams = [ref_cam] + eval_cameras(cfg, 6, size=REF_RES, offset=17.0, elevation=10.0)  # held out
         target = AnalyticTarget(cfg.render).render(cams, background=torch.ones(len(cams), 3))
         out = pipe.render_views(res.field, res.background, cams).rgb
         return [psnr(out[i], target[i]) for i in range(len(cams))], res
