@@ -104,8 +104,9 @@ class ShadingConfig:
     """Probabilities of (albedo, lambertian, textureless) after ``albedo_steps``."""
     ambient: float = 0.1
     light_distance: tuple[float, float] = (0.8, 1.5)
-    """Light position = camera centre x U(light_distance) + N(0, light_jitter^2)."""
-    light_jitter: float = 0.3
+    """Light position = ``normalize(camera centre + light_jitter N(0, I)) * U(light_distance)`` (threestudio's
+    DreamFusion strategy): about 30 degrees off the camera at the default orbit, so shading shows shape."""
+    light_jitter: float = 1.0
 
     def __post_init__(self) -> None:
         if any(p < 0 for p in self.probs) or sum(self.probs) <= 0:
@@ -113,6 +114,9 @@ class ShadingConfig:
         if not 0 <= self.ambient <= 1:
             raise InputError(f"shading.ambient must be in [0, 1], got {self.ambient}")
         _check_range("shading.light_distance", self.light_distance)
+        if min(self.light_distance) <= 0 or self.light_jitter < 0:
+            raise InputError(f"shading.light_distance must be > 0 and light_jitter >= 0, got "
+                             f"{list(self.light_distance)}, {self.light_jitter}")
 
 
 @dataclass
@@ -149,18 +153,38 @@ class OptimConfig:
 @dataclass
 class LossConfig:
     """Regularisers. The orientation weight ramps linearly ``orientation_start -> orientation_end``
-    over ``orientation_ramp_steps`` (0 disables it); sparsity = mean opacity; entropy = binary
-    entropy of the opacity (pushes pixels to empty or solid)."""
+    over ``orientation_ramp_steps`` from step 0 (both 0 disables it; normals are then computed only for
+    shaded steps); sparsity = mean opacity; entropy = binary entropy of the opacity (pushes pixels to
+    empty or solid); emptiness = SJC's ``emptiness * mean(log(1 + emptiness_scale w))`` over every
+    sample weight ``w``, multiplied by ``emptiness_multiplier`` from ``emptiness_step`` (a fraction of
+    the run) on."""
 
     orientation_start: float = 10.0
     orientation_end: float = 1000.0
     orientation_ramp_steps: int = 5000
     sparsity: float = 0.0
     entropy: float = 0.0
+    emptiness: float = 0.0
+    emptiness_scale: float = 10.0
+    emptiness_step: float = 0.5
+    emptiness_multiplier: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("orientation_start", "orientation_end", "sparsity", "entropy", "emptiness", "emptiness_scale",
+                     "emptiness_multiplier"):
+            if getattr(self, name) < 0:
+                raise InputError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.emptiness_step <= 1:
+            raise InputError(f"loss.emptiness_step is a fraction of the run in [0, 1], got {self.emptiness_step}")
 
     def orientation(self, step: int) -> float:
         p = min(step / self.orientation_ramp_steps, 1.0) if self.orientation_ramp_steps > 0 else 1.0
         return self.orientation_start + p * (self.orientation_end - self.orientation_start)
+
+    def emptiness_weight(self, step: int, total: int) -> float:
+        if self.emptiness <= 0:
+            return 0.0
+        return self.emptiness * (self.emptiness_multiplier if step >= self.emptiness_step * total else 1.0)
 
 
 @dataclass
@@ -213,6 +237,8 @@ class ObjectConfig:
     """Training render size (square, pixels)."""
     device: str = "auto"
     progress: bool = True
+    analytic_shape: Literal["pair", "snowman"] = "pair"
+    """The known object of ``guidance.name=analytic`` (see :class:`AnalyticField`)."""
     nerf: FieldConfig = field(default_factory=FieldConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -282,6 +308,21 @@ def sample_cameras(cfg: ObjectConfig, g: torch.Generator, n: int | None = None) 
     return CameraSample(cams, az, el, r)
 
 
+def sample_lights(cfg: ShadingConfig, centers: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Light positions ``(B, 3)`` for camera centres ``(B, 3)``: ``normalize(c + jitter N(0, I)) * U(distance)``."""
+    b = centers.shape[0]
+    dist = torch.tensor(_uniform(cfg.light_distance, b, g), dtype=torch.float32)[:, None]
+    ldir = centers.float() + cfg.light_jitter * torch.randn(b, 3, generator=g)
+    return torch.nn.functional.normalize(ldir, dim=-1) * dist
+
+
+def silhouette_iou(a: torch.Tensor, b: torch.Tensor, level: float = 0.5) -> float:
+    """IoU of the silhouettes ``opacity > level`` of two opacity maps (any equal shapes)."""
+    ma, mb = a > level, b > level
+    union = (ma | mb).sum().item()
+    return 1.0 if union == 0 else (ma & mb).sum().item() / union
+
+
 def eval_cameras(cfg: ObjectConfig, n: int, size: int | None = None, offset: float = 0.0,
                  elevation: float | None = None) -> list[Camera]:
     """``n`` cameras evenly around the evaluation orbit (azimuth ``offset + 360 k / n``)."""
@@ -300,8 +341,8 @@ class AnalyticTarget:
     """Renders the known :class:`AnalyticField` for the cameras of a training step (deterministic,
     with the step's shading, lights and background) -- the target of :class:`AnalyticGuidance`."""
 
-    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128):
-        self.field = AnalyticField().to(device)
+    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128, shape: str = "pair"):
+        self.field = AnalyticField(shape=shape).to(device)  # type: ignore[arg-type]
         self.background = Background(BackgroundConfig(kind="solid"))
         self.cfg = dataclasses.replace(render_cfg, num_samples=samples, num_importance=samples // 2)
 
@@ -371,6 +412,7 @@ class ObjectPipeline:
     def build_models(self) -> tuple[NeRFField, Background]:
         torch.manual_seed(self.config.seed)  # parameter initialisation
         fld = NeRFField(self.config.nerf).to(self.device)
+        fld.set_progress(0)
         bg = Background(self.config.background).to(self.device)
         return fld, bg
 
@@ -380,7 +422,7 @@ class ObjectPipeline:
         gcfg = self.config.guidance
         extra: dict[str, Any] = {}
         if gcfg.name == "analytic":
-            extra["target"] = AnalyticTarget(self.config.render, self.device)
+            extra["target"] = AnalyticTarget(self.config.render, self.device, shape=self.config.analytic_shape)
         self._guidance = gcfg.build(GUIDANCE, **extra)
         return self._guidance
 
@@ -491,20 +533,21 @@ class ObjectPipeline:
             u = torch.rand(1, generator=g, dtype=torch.float64).item() * probs.sum().item()
             idx = int(torch.searchsorted(torch.cumsum(probs, 0), torch.tensor([u], dtype=torch.float64)).clamp(max=2))
             shading = ("albedo", "lambertian", "textureless")[idx]
-        centers = torch.stack([c.center for c in sample.cameras])
-        dist = torch.tensor(_uniform(cfg.shading.light_distance, b, g), dtype=torch.float32)[:, None]
-        lights = centers * dist + cfg.shading.light_jitter * torch.randn(b, 3, generator=g)
+        lights = sample_lights(cfg.shading, torch.stack([c.center for c in sample.cameras]), g)
         bg_colors = None
         if cfg.background.kind == "random_solid":
             bg_colors = torch.rand(b, 3, generator=g)
         elif cfg.background.kind == "solid":
             bg_colors = torch.tensor(cfg.background.color, dtype=torch.float32).expand(b, 3)
-        # Normals (and the orientation penalty) only once shading uses them: albedo-only steps skip them.
+        # The orientation penalty ramps from step 0 (threestudio); normals are computed only at samples with
+        # significant weight (render.normal_weight_threshold).
         w_orient = cfg.loss.orientation(step)
-        need_normals = w_orient > 0 and step >= cfg.shading.albedo_steps
+        need_normals = w_orient > 0
+        w_empty = cfg.loss.emptiness_weight(step, cfg.steps)
         r = render_cameras(fld, bg, sample.cameras, cfg.render, shading=shading, lights=lights,  # type: ignore[arg-type]
                            ambient=cfg.shading.ambient, bg_colors=bg_colors, generator=g, perturb=True,
-                           need_normals=need_normals, device=self.device)
+                           need_normals=need_normals, device=self.device,
+                           emptiness_scale=cfg.loss.emptiness_scale if w_empty > 0 else None)
         info = {"step": step, "max_steps": cfg.steps, "generator": g, "cameras": sample.cameras,
                 "azimuth": sample.azimuth, "elevation": sample.elevation, "shading": shading, "lights": lights,
                 "ambient": cfg.shading.ambient, "background": bg_colors}
@@ -517,11 +560,15 @@ class ObjectPipeline:
         if cfg.loss.entropy > 0:
             o = r.opacity.clamp(1e-5, 1 - 1e-5)
             loss = loss + cfg.loss.entropy * (-(o * o.log() + (1 - o) * (1 - o).log())).mean()
+        if w_empty > 0 and r.emptiness is not None:
+            loss = loss + w_empty * r.emptiness
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return {"loss": float(loss.detach()), "guidance": float(loss_g.detach()),
-                "opacity": float(r.opacity.detach().mean())}
+                "opacity": float(r.opacity.detach().mean()), "orientation_weight": w_orient if need_normals else 0.0,
+                "orientation": float(r.orientation.detach()), "emptiness_weight": w_empty,
+                "grid_levels": float(cfg.nerf.grid_levels(step))}
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
