@@ -15,8 +15,7 @@ from scenescape.fields.hashgrid import HashGridEncoding
 from scenescape.fields.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
 from scenescape.fields.volume import RenderConfig, orbit_camera, render_cameras
 from scenescape.pipelines.object import ObjectConfig, ObjectPipeline, eval_cameras, sample_lights
-from scenescape.pipelines.object.pipeline import sample_cameras
-from scenescape.pipelines.object.pipeline import LossConfig, ShadingConfig
+from scenescape.pipelines.object.pipeline import LossConfig, ShadingConfig, sample_cameras
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_PRESETS = sorted(p.name for p in (ROOT / "configs/object").glob("*-gpu.yaml"))

@@ -219,6 +219,43 @@ class OutputConfig:
 
 
 @dataclass
+class MeshStageConfig:
+    """Magic3D's second stage (``steps > 0`` enables it): a DMTet mesh extracted from the stage-1 NeRF is
+    refined with SDS on renders of ``resolution`` pixels by the differentiable rasteriser
+    (:mod:`scenescape.pipelines.object.mesh_stage`)."""
+
+    steps: int = 0
+    """Stage-2 steps after the ``steps`` of stage 1 (0 = NeRF only)."""
+    tet_resolution: int = 128
+    """Cells per axis of the tetrahedral grid (6 tetrahedra per cell)."""
+    resolution: int = 512
+    max_deform: float = 0.45
+    """Vertex deformation limit in cells."""
+    threshold: float | None = None
+    """Stage-1 density iso-level of the initial surface (None = output.mesh_threshold or Otsu's split)."""
+    lr_sdf: float = 1e-2
+    lr_deform: float = 1e-2
+    lr_color: float = 1e-3
+    normal_consistency: float = 10000.0
+    """Weight of mean(1 - cos) between the normals of faces sharing an edge (threestudio's refine stage)."""
+    albedo_steps: int = 0
+    """Albedo-only stage-2 steps before random shading (``shading.probs``)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise InputError(f"mesh.steps must be >= 0, got {self.steps}")
+        if self.tet_resolution < 4:
+            raise InputError(f"mesh.tet_resolution must be >= 4, got {self.tet_resolution}")
+        if self.resolution < 8:
+            raise InputError(f"mesh.resolution must be >= 8 pixels, got {self.resolution}")
+        if not 0 <= self.max_deform < 0.5:
+            raise InputError(f"mesh.max_deform must be in [0, 0.5) cells (tetrahedra must not invert), got "
+                             f"{self.max_deform}")
+        if min(self.lr_sdf, self.lr_deform, self.lr_color) < 0 or self.normal_consistency < 0:
+            raise InputError("mesh learning rates and mesh.normal_consistency must be >= 0")
+
+
+@dataclass
 class GuidanceConfig(BackendConfig):
     """The score model: ``name`` (``stable_diffusion``, ``analytic`` or ``package.module:Class``) and
     its ``options`` (validated against the backend's ``Config``, e.g. ``mode``, ``guidance_scale``, ``model``)."""
@@ -249,6 +286,7 @@ class ObjectConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    mesh: MeshStageConfig = field(default_factory=MeshStageConfig)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -371,6 +409,8 @@ class ObjectResult:
     field: NeRFField
     background: Background
     seconds: float
+    mesh_stage: Any = None
+    """The :class:`~scenescape.pipelines.object.mesh_stage.MeshStage` when stage 2 ran."""
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -502,17 +542,26 @@ class ObjectPipeline:
         self._save(ck_path, end, prompt, fld, bg, opt, g, losses)
         files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(out / "config.yaml")}
         do_export = cfg.output.export if export is None else export
-        if do_export and end == cfg.steps:
+        if do_export and end == cfg.steps and (end > start or not (out / "video.mp4").exists()):
             from scenescape.pipelines.object.export import export_run_outputs
 
             files.update(export_run_outputs(fld, bg, cfg, out))
+        mesh_stage = None
+        if cfg.mesh.steps > 0 and end == cfg.steps and (stop_after is None or stop_after > cfg.steps):
+            # Magic3D stage 2: a DMTet mesh from the stage-1 field, refined at mesh.resolution
+            from scenescape.pipelines.object.mesh_stage import run_mesh_stage
+
+            mesh_stage, end, losses2, files2 = run_mesh_stage(self, prompt, out, fld, bg, guidance, resume,
+                                                              stop_after, do_export, callback)
+            losses = losses + losses2
+            files.update(files2)
         seconds = time.time() - t0
         write_json(out / "summary.json", {
-            "prompt": prompt, "steps": end, "target_steps": cfg.steps, "seconds": seconds,
+            "prompt": prompt, "steps": end, "target_steps": cfg.steps + cfg.mesh.steps, "seconds": seconds,
             "seconds_per_step": seconds / max(end - start, 1), "final_loss": losses[-1] if losses else None,
             "guidance": cfg.guidance.name, "mode": cfg.guidance.options.get("mode", "sds"), "files": files,
         })
-        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds)
+        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds, mesh_stage)
 
     def train_step(self, step: int, prompt: str, fld: NeRFField, bg: Background, opt: torch.optim.Optimizer,
                    guidance: Any, g: torch.Generator) -> dict[str, float]:
@@ -604,7 +653,7 @@ class ObjectPipeline:
             raise RunError(f"cannot resume: the run was for prompt {ck.get('prompt')!r}, not {prompt!r}")
         saved = dict(ck["config"])
         now = to_dict(self.config)
-        ignore = {"steps", "progress", "output"}
+        ignore = {"steps", "progress", "output", "mesh"}  # stage 2 checks its own settings
         diff = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
         if diff:
             raise RunError(f"cannot resume: the config differs from the saved run in {diff}; "
