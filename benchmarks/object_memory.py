@@ -116,14 +116,14 @@ class _StandIn:
         return (images.float() ** 2).mean()
 
 
-def child(preset: str, part: str) -> dict:
+def child(preset: str, part: str, overrides: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     path, stage = {**PRESETS, **MESH_PRESETS}[preset]
     from scenescape.pipelines.object import ObjectConfig
 
-    cfg = ObjectConfig.load(ROOT / path, ["device=cpu", "progress=false"])
+    cfg = ObjectConfig.load(ROOT / path, ["device=cpu", "progress=false", *(overrides or [])])
     base = _rss_gb()
     t0 = time.time()
     out: dict = {"preset": preset, "part": part}
@@ -156,10 +156,11 @@ def child(preset: str, part: str) -> dict:
     return out
 
 
-def measure(preset: str, part: str) -> dict:
+def measure(preset: str, part: str, overrides: list[str] | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, __file__, "--child", preset, part], capture_output=True, text=True, env=env,
-                       cwd=ROOT)
+    extra = [a for o in (overrides or []) for a in ("--override", o)]
+    p = subprocess.run([sys.executable, __file__, "--child", preset, part, *extra], capture_output=True, text=True,
+                       env=env, cwd=ROOT)
     if p.returncode != 0:
         return {"preset": preset, "part": part, "error": p.stderr.strip().splitlines()[-1] if p.stderr else "failed"}
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -170,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", nargs=2, metavar=("PRESET", "PART"), help=argparse.SUPPRESS)
     ap.add_argument("--presets", nargs="*", default=None)
     ap.add_argument("--parts", nargs="*", default=["field", "model", "step"])
+    ap.add_argument("--override", action="append", default=[], help="config key=value for every preset")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(child(*a.child)))
+        print(json.dumps(child(*a.child, a.override)))
         return 0
     known = {**PRESETS}
     if (ROOT / "configs/object/magic3d-gpu.yaml").exists():
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in names:
         for part in a.parts:
-            r = measure(name, part)
+            r = measure(name, part, a.override)
             rows[name, part] = r
             print(json.dumps(r), flush=True)
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
              "`python benchmarks/object_memory.py` -- real-size Stable Diffusion 2.1 base architecture (UNet, VAE, "
              "CLIP text encoder built from their configs with random weights, fp32), peak RSS of a fresh process per "
              "part minus its RSS after imports (`resource.getrusage` ru_maxrss); a step after the albedo-only phase "
-             f"(shading, normals, all hash-grid levels). CPU ({platform.machine()}, shared machine).", "",
+             f"(shading, normals, all hash-grid levels). CPU ({platform.machine()}, shared machine)."
+             + (f" Overrides: `{' '.join(a.override)}`." if a.override else ""), "",
              "| preset | field part (GB) | model weights (GB) | model part (GB) | full step (GB) | bar | |",
              "|---|---:|---:|---:|---:|---:|---|"]
 
