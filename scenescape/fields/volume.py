@@ -6,7 +6,8 @@
   weights (inverse CDF); the field is evaluated with gradients on all samples together.
 * Shading: ``albedo``; ``lambertian`` = albedo * (ambient + (1 - ambient) * max(0, n . l));
   ``textureless`` = the same with a white albedo; ``l`` points to a light position per image
-  (training samples it near the camera).
+  (training samples it about 30 degrees off the camera).
+* Normals are evaluated only at samples whose weight exceeds ``normal_weight_threshold``.
 * Outputs per image: ``rgb (H, W, 3)``, ``opacity (H, W)``, ``depth (H, W)`` (z-depth, 0 where
   empty), ``normals (H, W, 3)`` (world, opacity-weighted) and the orientation penalty
   ``sum_i w_i max(0, n_i . d)^2`` averaged over rays (normals facing away from the camera).

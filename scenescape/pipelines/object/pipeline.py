@@ -14,6 +14,8 @@ Run folder::
     mesh.glb/.obj/.ply marching-cubes mesh with vertex colours
     video.mp4          orbit video: RGB | normals (or depth)
     summary.json       prompt, steps, losses, timings, files
+    mesh_checkpoint.pt, refined.glb/.obj/.ply, validation/mesh_step_XXXXXX.png
+                       Magic3D stage 2 (``mesh.steps > 0``, see :mod:`.mesh_stage`)
 """
 
 from __future__ import annotations
