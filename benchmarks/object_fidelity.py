@@ -49,7 +49,7 @@ def run(mode: str, steps: int, size: int, seed: int, mesh_steps: int = 0, tet: i
                   "mesh.normal_consistency=10", "mesh.albedo_steps=1000000", "mesh.lr_color=0.01"]
     cfg = ObjectConfig.load(ROOT / "configs/object/analytic-cpu.yaml",
                             [f"steps={steps}", f"resolution={size}", f"guidance.options.mode={mode}", f"seed={seed}",
-                             "progress=false", *extra])
+                             "progress=false", "output.checkpoint_every=0", *extra])
     cams = heldout(cfg, size)
     tgt = AnalyticTarget(cfg.render, shape=cfg.analytic_shape)
     target = tgt.render(cams, background=torch.ones(len(cams), 3))
@@ -62,7 +62,7 @@ def run(mode: str, steps: int, size: int, seed: int, mesh_steps: int = 0, tet: i
     before, iou0 = psnr(r0.rgb, target), silhouette_iou(r0.opacity, target_op)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        res = pipe.run("analytic object", tmp)
+        res = pipe.run("analytic object", tmp, export=False)  # training time only
         secs = time.time() - t0
     r = pipe.render_views(res.field, res.background, cams)
     out = r.rgb
