@@ -36,6 +36,6 @@ def test_analytic_score_model_reproduces_the_object(tmp_path, mode):
     res = pipe.run("analytic object", tmp_path / mode)
     after = pipe.render_views(res.field, res.background, cams).rgb
     per_view = [psnr(after[i], target[i]) for i in range(6)]
-    assert before < 15.0, before  # the untrained blob is far from the object
+    assert before < 17.0, before  # the untrained blob is far from the object
     assert min(per_view) >= 20.0, (mode, before, per_view)
     assert pipe._guidance.cfg.mode == mode

@@ -9,6 +9,8 @@ runs (CPU or CUDA) and supports double backward (normals from density gradients)
   stored densely (index ``x + y (N+1) + z (N+1)^2``); finer levels use the spatial hash
   ``(x * 1) xor (y * 2654435761) xor (z * 805459861) mod T``.
 * Features of the 8 corners of the enclosing cell are blended trilinearly.
+* Progressive levels: :meth:`HashGridEncoding.set_active_levels` masks the finer levels to zero
+  (threestudio's progressive band hash grid), so training starts coarse.
 
 Inputs are points in ``[0, 1]^3`` (the caller maps its bounding box there); outputs are
 ``(N, levels * features_per_level)``.
@@ -76,6 +78,16 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("_sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
         self.register_buffer("_offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
         self.embeddings = nn.Parameter(torch.empty(offsets[-1], features_per_level).uniform_(-init_scale, init_scale))
+        self.register_buffer("level_mask", torch.ones(levels), persistent=False)
+        self.active_levels = levels
+
+    def set_active_levels(self, n: int) -> None:
+        """Only the ``n`` coarsest levels contribute (the finer ones output zeros and get no gradient);
+        progressive coarse-to-fine training raises ``n`` over the run."""
+        n = max(1, min(int(n), self.levels))
+        self.active_levels = n
+        self.level_mask.zero_()
+        self.level_mask[:n] = 1.0
 
     @property
     def num_parameters(self) -> int:
@@ -116,4 +128,6 @@ class HashGridEncoding(nn.Module):
             w = w_terms[0][i] * w_terms[1][j] * w_terms[2][k]  # (N, L)
             term = feats * w[..., None]
             out = term if out is None else out + term
+        if self.active_levels < self.levels:
+            out = out * self.level_mask.to(out.dtype)[None, :, None]
         return out.reshape(*lead, self.output_dim)

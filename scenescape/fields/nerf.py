@@ -40,6 +40,11 @@ class FieldConfig:
     log2_hashmap_size: int = 19
     base_resolution: int = 16
     max_resolution: int = 2048
+    grid_start_levels: int = 8
+    """Progressive hash grid: only this many coarse levels are live until ``grid_start_step``, then
+    one more every ``grid_update_steps`` (threestudio's progressive band grid; >= levels = all at once)."""
+    grid_start_step: int = 2000
+    grid_update_steps: int = 500
     # frequency encoding
     frequencies: int = 6
     progressive_steps: int = 0
@@ -47,7 +52,9 @@ class FieldConfig:
     hidden: int = 64
     layers: int = 2
     density_activation: Literal["softplus", "exp"] = "softplus"
-    blob: Literal["gaussian", "linear", "none"] = "gaussian"
+    blob: Literal["gaussian", "linear", "none"] = "linear"
+    """Density added before the activation: ``linear`` = Magic3D's ``d (1 - r / radius)`` (threestudio's
+    default; the frame stays mostly empty), ``gaussian`` = DreamFusion's ``d exp(-r^2 / (2 radius^2))``."""
     blob_density: float = 10.0
     blob_radius: float = 0.5
     density_bias: float = 0.0
@@ -65,6 +72,17 @@ class FieldConfig:
             raise InputError(f"nerf.blob_radius must be > 0, got {self.blob_radius}")
         if self.fd_eps <= 0:
             raise InputError(f"nerf.fd_eps must be > 0, got {self.fd_eps}")
+        if self.grid_start_levels < 1 or self.grid_update_steps < 1 or self.grid_start_step < 0:
+            raise InputError("nerf.grid_start_levels and nerf.grid_update_steps must be >= 1 and "
+                             f"nerf.grid_start_step >= 0, got {self.grid_start_levels}, {self.grid_update_steps}, "
+                             f"{self.grid_start_step}")
+
+    def grid_levels(self, step: int) -> int:
+        """Live hash-grid levels at ``step`` (a pure function of the step)."""
+        if self.grid_start_levels >= self.levels:
+            return self.levels
+        extra = 0 if step < self.grid_start_step else 1 + (step - self.grid_start_step) // self.grid_update_steps
+        return min(self.levels, self.grid_start_levels + extra)
 
 
 @dataclass
@@ -164,8 +182,11 @@ class NeRFField(_FieldBase):
         self.register_buffer("band_weights", torch.ones(max(cfg.frequencies, 1)), persistent=False)
 
     def set_progress(self, step: int) -> None:
-        """Progressive frequency bands (BARF-style cosine ramp); a pure function of ``step``."""
+        """Coarse-to-fine schedule at ``step`` (a pure function of it): hash-grid levels
+        (:meth:`FieldConfig.grid_levels`) or progressive frequency bands (BARF-style cosine ramp)."""
         cfg = self.cfg
+        if isinstance(self.encoder, HashGridEncoding):
+            self.encoder.set_active_levels(cfg.grid_levels(step))
         if cfg.encoding != "frequency" or cfg.progressive_steps <= 0 or cfg.frequencies == 0:
             self.band_weights.fill_(1.0)
             return
@@ -225,24 +246,47 @@ class Background(nn.Module):
 
 
 class AnalyticField(_FieldBase):
-    """A known object: a large sphere with a colour gradient and a smaller red sphere on its side.
+    """A known object with the NeRF interface (the optimum of the analytic score model).
 
-    Density is ``peak * sigmoid((r - d) / softness)`` per sphere (``d`` the distance to its centre),
-    albedo varies smoothly with position. It is asymmetric, so views from different sides differ.
+    ``shape="pair"`` (default of object runs): two separate shapes away from the centre -- a sphere
+    (centre ``(-0.27, 0.06, -0.05)``, radius 0.26) and a rounded box (centre ``(0.27, -0.1, 0.1)``, half
+    sizes ``(0.16, 0.2, 0.14)``) -- so a centred starting blob must move and split to reach it.
+    ``shape="snowman"``: a large sphere near the centre with a smaller red sphere on its side.
+
+    Density is ``peak * sigmoid(-sdf / softness)`` (``sdf`` the signed distance to the union), albedo
+    varies smoothly with position. Both are asymmetric, so views from different sides differ.
     """
 
-    def __init__(self, peak: float = 60.0, softness: float = 0.015, bound: float = 1.0):
+    def __init__(self, peak: float = 60.0, softness: float = 0.015, bound: float = 1.0,
+                 shape: Literal["pair", "snowman"] = "snowman"):
         super().__init__()
+        if shape not in ("pair", "snowman"):
+            raise InputError(f"analytic shape must be 'pair' or 'snowman', got {shape!r}")
         self.peak = peak
         self.softness = softness
         self.bound = bound
+        self.shape = shape
         self.normal_method = "finite_difference"
-        self.register_buffer("centers", torch.tensor([[0.0, 0.05, 0.0], [0.28, -0.22, 0.18]]))
-        self.register_buffer("radii", torch.tensor([0.38, 0.17]))
+        if shape == "snowman":
+            self.register_buffer("centers", torch.tensor([[0.0, 0.05, 0.0], [0.28, -0.22, 0.18]]))
+            self.register_buffer("radii", torch.tensor([0.38, 0.17]))
+        else:
+            self.register_buffer("centers", torch.tensor([[-0.27, 0.06, -0.05], [0.27, -0.1, 0.1]]))
+            self.register_buffer("radii", torch.tensor([0.26, 0.0]))
+            self.register_buffer("half_size", torch.tensor([0.16, 0.2, 0.14]))
+        self.rounding = 0.03
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 2)`` signed distances to the two parts (negative inside)."""
+        if self.shape == "snowman":
+            return torch.linalg.norm(x[:, None, :] - self.centers[None], dim=-1) - self.radii[None]
+        d0 = torch.linalg.norm(x - self.centers[0], dim=-1) - self.radii[0]
+        q = (x - self.centers[1]).abs() - (self.half_size - self.rounding)
+        d1 = torch.linalg.norm(q.clamp(min=0), dim=-1) + q.amax(-1).clamp(max=0) - self.rounding
+        return torch.stack([d0, d1], -1)
 
     def _occupancy(self, x: torch.Tensor) -> torch.Tensor:
-        d = torch.linalg.norm(x[:, None, :] - self.centers[None], dim=-1)  # (N, 2)
-        return torch.sigmoid((self.radii[None] - d) / self.softness)
+        return torch.sigmoid(-self.sdf(x) / self.softness)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         occ = self._occupancy(x)
@@ -251,12 +295,18 @@ class AnalyticField(_FieldBase):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         occ = self._occupancy(x)
         sigma = self.peak * occ.max(dim=-1).values
-        body = torch.stack([0.5 + 0.35 * torch.tanh(2.5 * x[:, 0]),
-                            0.45 + 0.3 * torch.tanh(-2.5 * x[:, 1]),
-                            0.55 + 0.35 * torch.tanh(2.5 * x[:, 2])], dim=-1)
-        head = torch.tensor([0.9, 0.15, 0.1], dtype=x.dtype, device=x.device).expand_as(body)
         w = (occ[:, 1] / (occ.sum(-1) + 1e-6))[:, None]
-        return sigma, (1 - w) * body + w * head
+        if self.shape == "snowman":
+            body = torch.stack([0.5 + 0.35 * torch.tanh(2.5 * x[:, 0]),
+                                0.45 + 0.3 * torch.tanh(-2.5 * x[:, 1]),
+                                0.55 + 0.35 * torch.tanh(2.5 * x[:, 2])], dim=-1)
+            head = torch.tensor([0.9, 0.15, 0.1], dtype=x.dtype, device=x.device).expand_as(body)
+            return sigma, (1 - w) * body + w * head
+        a = torch.stack([0.2 + 0.15 * torch.tanh(3 * x[:, 1]), 0.45 + 0.3 * torch.tanh(3 * x[:, 2]),
+                         0.75 + 0.15 * torch.tanh(3 * x[:, 0])], dim=-1)
+        b = torch.stack([0.85 + 0.1 * torch.tanh(3 * x[:, 2]), 0.5 + 0.3 * torch.tanh(-4 * x[:, 1]),
+                         0.15 + 0.1 * torch.tanh(3 * x[:, 0])], dim=-1)
+        return sigma, (1 - w) * a + w * b
 
 
 __all__ = ["AnalyticField", "Background", "BackgroundConfig", "FieldConfig", "NeRFField", "frequency_encode"]

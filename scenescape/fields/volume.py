@@ -6,7 +6,8 @@
   weights (inverse CDF); the field is evaluated with gradients on all samples together.
 * Shading: ``albedo``; ``lambertian`` = albedo * (ambient + (1 - ambient) * max(0, n . l));
   ``textureless`` = the same with a white albedo; ``l`` points to a light position per image
-  (training samples it near the camera).
+  (training samples it about 30 degrees off the camera).
+* Normals are evaluated only at samples whose weight exceeds ``normal_weight_threshold``.
 * Outputs per image: ``rgb (H, W, 3)``, ``opacity (H, W)``, ``depth (H, W)`` (z-depth, 0 where
   empty), ``normals (H, W, 3)`` (world, opacity-weighted) and the orientation penalty
   ``sum_i w_i max(0, n_i . d)^2`` averaged over rays (normals facing away from the camera).
@@ -40,6 +41,10 @@ class RenderConfig:
     near: float = 0.05
     chunk: int = 8192
     """Rays per chunk when rendering without gradients (evaluation, video)."""
+    normal_weight_threshold: float = 1e-3
+    """Normals (for shading and the orientation loss) are evaluated only at samples whose rendering
+    weight exceeds this (0 = at every sample); elsewhere a sample's normal is zero (it contributes
+    less than the threshold to any pixel). Cuts the cost of normals several-fold."""
 
     def __post_init__(self) -> None:
         if self.num_samples < 2:
@@ -50,19 +55,23 @@ class RenderConfig:
             raise InputError(f"render.radius must be > 0, got {self.radius}")
         if self.chunk < 1:
             raise InputError(f"render.chunk must be >= 1, got {self.chunk}")
+        if not 0 <= self.normal_weight_threshold < 1:
+            raise InputError(f"render.normal_weight_threshold must be in [0, 1), got {self.normal_weight_threshold}")
 
 
 @dataclass
 class RenderOutput:
     """Batched renders: ``rgb (B, H, W, 3)``, ``opacity (B, H, W)``, ``depth (B, H, W)`` z-depth,
     ``normals (B, H, W, 3)`` world normals weighted by opacity (zeros where not computed),
-    ``orientation`` scalar (0 where normals were not computed)."""
+    ``orientation`` scalar (0 where normals were not computed), ``emptiness`` scalar: the mean over
+    all samples of ``log(1 + scale w)`` (SJC's emptiness loss; 0 unless ``emptiness_scale`` is given)."""
 
     rgb: torch.Tensor
     opacity: torch.Tensor
     depth: torch.Tensor
     normals: torch.Tensor
     orientation: torch.Tensor
+    emptiness: torch.Tensor | None = None
 
 
 def camera_ray_bundle(camera: Camera, device: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,11 +134,13 @@ def _composite(sigma: torch.Tensor, t: torch.Tensor, far: torch.Tensor) -> torch
 def render_rays(field: Any, background: Any, origins: torch.Tensor, dirs: torch.Tensor, cfg: RenderConfig, *,
                 shading: Shading = "albedo", light: torch.Tensor | None = None, ambient: float = 0.1,
                 bg_color: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                perturb: bool = True, need_normals: bool = False) -> dict[str, torch.Tensor]:
+                perturb: bool = True, need_normals: bool = False,
+                emptiness_scale: float | None = None) -> dict[str, torch.Tensor]:
     """Render ``R`` rays: ``origins``/``dirs`` ``(R, 3)`` (unit dirs), ``light`` ``(R, 3)`` light positions.
 
     Returns a dict with ``rgb (R, 3)``, ``opacity (R,)``, ``t (R,)`` (expected distance),
-    ``normals (R, 3)`` and ``orientation (R,)``.
+    ``normals (R, 3)``, ``orientation (R,)`` and ``emptiness (R,)`` (mean over the ray's samples of
+    ``log(1 + emptiness_scale w)``; zeros when ``emptiness_scale`` is None).
     """
     r = origins.shape[0]
     dev, dt = origins.device, origins.dtype
@@ -159,7 +170,14 @@ def render_rays(field: Any, background: Any, origins: torch.Tensor, dirs: torch.
     opacity = weights.sum(-1)
     want_normals = need_normals or shading != "albedo"
     if want_normals:
-        nrm = field.normals(pts).reshape(r, s, 3)
+        thr = cfg.normal_weight_threshold
+        if thr > 0:
+            # finite differences / autograd only where a sample can matter
+            sel = (weights.detach() > thr).reshape(-1).nonzero().squeeze(1)
+            nrm_sel = field.normals(pts.index_select(0, sel)) if sel.numel() else pts.new_zeros(0, 3)
+            nrm = pts.new_zeros(r * s, 3).index_copy(0, sel, nrm_sel).reshape(r, s, 3)
+        else:
+            nrm = field.normals(pts).reshape(r, s, 3)
         normals = (weights[..., None] * nrm).sum(1)
         cosv = (nrm * dirs[:, None]).sum(-1)
         orientation = (weights.detach() * F.relu(cosv) ** 2).sum(-1)
@@ -179,14 +197,19 @@ def render_rays(field: Any, background: Any, origins: torch.Tensor, dirs: torch.
     bg = background(dirs, bg_color)
     rgb = rgb + (1.0 - opacity)[:, None] * bg
     depth_t = (weights * t).sum(-1)
-    return {"rgb": rgb, "opacity": opacity, "t": depth_t, "normals": normals, "orientation": orientation}
+    if emptiness_scale is not None:
+        emptiness = torch.log1p(emptiness_scale * weights).mean(-1)
+    else:
+        emptiness = torch.zeros(r, device=dev, dtype=dt)
+    return {"rgb": rgb, "opacity": opacity, "t": depth_t, "normals": normals, "orientation": orientation,
+            "emptiness": emptiness}
 
 
 def render_cameras(field: Any, background: Any, cameras: list[Camera], cfg: RenderConfig, *,
                    shading: Shading = "albedo", lights: torch.Tensor | None = None, ambient: float = 0.1,
                    bg_colors: torch.Tensor | None = None, generator: torch.Generator | None = None,
                    perturb: bool = True, need_normals: bool = False, device: Any = None,
-                   chunk: int | None = None) -> RenderOutput:
+                   chunk: int | None = None, emptiness_scale: float | None = None) -> RenderOutput:
     """Render ``B`` cameras (all the same size).
 
     Args:
@@ -212,7 +235,8 @@ def render_cameras(field: Any, background: Any, cameras: list[Camera], cfg: Rend
             parts.append(render_rays(field, background, o[sl], d[sl], cfg, shading=shading,
                                      light=None if light is None else light[sl], ambient=ambient,
                                      bg_color=None if bgc is None else bgc[sl], generator=generator,
-                                     perturb=perturb, need_normals=need_normals))
+                                     perturb=perturb, need_normals=need_normals,
+                                     emptiness_scale=emptiness_scale))
         res = {k: torch.cat([p[k] for p in parts], 0) for k in parts[0]}
         outs.append({
             "rgb": res["rgb"].reshape(h, w, 3),
@@ -220,6 +244,7 @@ def render_cameras(field: Any, background: Any, cameras: list[Camera], cfg: Rend
             "depth": (res["t"] * zs).reshape(h, w),
             "normals": res["normals"].reshape(h, w, 3),
             "orientation": res["orientation"].mean(),
+            "emptiness": res["emptiness"].mean(),
         })
     return RenderOutput(
         rgb=torch.stack([o["rgb"] for o in outs]),
@@ -227,6 +252,7 @@ def render_cameras(field: Any, background: Any, cameras: list[Camera], cfg: Rend
         depth=torch.stack([o["depth"] for o in outs]),
         normals=torch.stack([o["normals"] for o in outs]),
         orientation=torch.stack([o["orientation"] for o in outs]).mean(),
+        emptiness=torch.stack([o["emptiness"] for o in outs]).mean(),
     )
 
 

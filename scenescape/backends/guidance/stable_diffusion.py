@@ -55,9 +55,25 @@ class StableDiffusionScoreModel:
         if pred != "epsilon":
             raise InputError(f"model '{model_id}' predicts '{pred}'; score distillation here needs an "
                              "epsilon-prediction model (e.g. stable-diffusion-2-1-base, not the v-prediction 768 model)")
+        self._setup(sched.alphas_cumprod, resolution, latent_input, negative_prompt)
+
+    @classmethod
+    def from_modules(cls, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, alphas_cumprod: torch.Tensor,
+                     device: Any = "cpu", dtype: torch.dtype = torch.float32, resolution: int | None = None,
+                     latent_input: bool = False, negative_prompt: str = "",
+                     model_id: str = "<modules>") -> StableDiffusionScoreModel:
+        """A score model from modules already built (benchmarks with real-size random weights, tests)."""
+        self = cls.__new__(cls)
+        self.model_id, self.device, self.dtype = model_id, torch.device(device), dtype
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self._setup(alphas_cumprod, resolution, latent_input, negative_prompt)
+        return self
+
+    def _setup(self, alphas_cumprod: torch.Tensor, resolution: int | None, latent_input: bool,
+               negative_prompt: str) -> None:
         for m in (self.unet, self.vae, self.text_encoder):
             m.to(self.device).eval().requires_grad_(False)
-        self.alphas_cumprod = sched.alphas_cumprod.float().to(self.device)
+        self.alphas_cumprod = alphas_cumprod.float().to(self.device)
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
         self.resolution = int(resolution or self.unet.config.sample_size * self.vae_scale)
@@ -234,10 +250,12 @@ class StableDiffusionGuidance(ScoreDistillationGuidance):
         device: str = "auto"
         dtype: str = "auto"
 
-    def __init__(self, cfg: Config | None = None, **_: Any):
+    def __init__(self, cfg: Config | None = None, model: StableDiffusionScoreModel | None = None, **_: Any):
+        """``model``: an already built score model (else loaded from ``cfg.model``)."""
         self.cfg = cfg or self.Config()
-        self.model = StableDiffusionScoreModel(self.cfg.model, self.cfg.device, self.cfg.dtype, self.cfg.resolution,
-                                               self.cfg.latent_input, self.cfg.negative_prompt)
+        self.model = model or StableDiffusionScoreModel(self.cfg.model, self.cfg.device, self.cfg.dtype,
+                                                        self.cfg.resolution, self.cfg.latent_input,
+                                                        self.cfg.negative_prompt)
 
 
 __all__ = ["LORA_TARGETS", "StableDiffusionGuidance", "StableDiffusionScoreModel"]

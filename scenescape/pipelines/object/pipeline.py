@@ -16,6 +16,8 @@ Run folder::
     mesh.glb/.obj/.ply marching-cubes mesh with vertex colours
     video.mp4          orbit video: RGB | normals (or depth)
     summary.json       prompt, steps, losses, timings, files
+    mesh_checkpoint.pt, refined.glb/.obj/.ply, validation/mesh_step_XXXXXX.png
+                       Magic3D stage 2 (``mesh.steps > 0``, see :mod:`.mesh_stage`)
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ class ShadingConfig:
     """Probabilities of (albedo, lambertian, textureless) after ``albedo_steps``."""
     ambient: float = 0.1
     light_distance: tuple[float, float] = (0.8, 1.5)
-    """Light position = camera centre x U(light_distance) + N(0, light_jitter^2)."""
-    light_jitter: float = 0.3
+    """Light position = ``normalize(camera centre + light_jitter N(0, I)) * U(light_distance)`` (threestudio's
+    DreamFusion strategy): about 30 degrees off the camera at the default orbit, so shading shows shape."""
+    light_jitter: float = 1.0
 
     def __post_init__(self) -> None:
         if any(p < 0 for p in self.probs) or sum(self.probs) <= 0:
@@ -116,6 +119,9 @@ class ShadingConfig:
         if not 0 <= self.ambient <= 1:
             raise InputError(f"shading.ambient must be in [0, 1], got {self.ambient}")
         _check_range("shading.light_distance", self.light_distance)
+        if min(self.light_distance) <= 0 or self.light_jitter < 0:
+            raise InputError(f"shading.light_distance must be > 0 and light_jitter >= 0, got "
+                             f"{list(self.light_distance)}, {self.light_jitter}")
 
 
 @dataclass
@@ -152,18 +158,38 @@ class OptimConfig:
 @dataclass
 class LossConfig:
     """Regularisers. The orientation weight ramps linearly ``orientation_start -> orientation_end``
-    over ``orientation_ramp_steps`` (0 disables it); sparsity = mean opacity; entropy = binary
-    entropy of the opacity (pushes pixels to empty or solid)."""
+    over ``orientation_ramp_steps`` from step 0 (both 0 disables it; normals are then computed only for
+    shaded steps); sparsity = mean opacity; entropy = binary entropy of the opacity (pushes pixels to
+    empty or solid); emptiness = SJC's ``emptiness * mean(log(1 + emptiness_scale w))`` over every
+    sample weight ``w``, multiplied by ``emptiness_multiplier`` from ``emptiness_step`` (a fraction of
+    the run) on."""
 
     orientation_start: float = 10.0
     orientation_end: float = 1000.0
     orientation_ramp_steps: int = 5000
     sparsity: float = 0.0
     entropy: float = 0.0
+    emptiness: float = 0.0
+    emptiness_scale: float = 10.0
+    emptiness_step: float = 0.5
+    emptiness_multiplier: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("orientation_start", "orientation_end", "sparsity", "entropy", "emptiness", "emptiness_scale",
+                     "emptiness_multiplier"):
+            if getattr(self, name) < 0:
+                raise InputError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.emptiness_step <= 1:
+            raise InputError(f"loss.emptiness_step is a fraction of the run in [0, 1], got {self.emptiness_step}")
 
     def orientation(self, step: int) -> float:
         p = min(step / self.orientation_ramp_steps, 1.0) if self.orientation_ramp_steps > 0 else 1.0
         return self.orientation_start + p * (self.orientation_end - self.orientation_start)
+
+    def emptiness_weight(self, step: int, total: int) -> float:
+        if self.emptiness <= 0:
+            return 0.0
+        return self.emptiness * (self.emptiness_multiplier if step >= self.emptiness_step * total else 1.0)
 
 
 @dataclass
@@ -198,6 +224,43 @@ class OutputConfig:
 
 
 @dataclass
+class MeshStageConfig:
+    """Magic3D's second stage (``steps > 0`` enables it): a DMTet mesh extracted from the stage-1 NeRF is
+    refined with SDS on renders of ``resolution`` pixels by the differentiable rasteriser
+    (:mod:`scenescape.pipelines.object.mesh_stage`)."""
+
+    steps: int = 0
+    """Stage-2 steps after the ``steps`` of stage 1 (0 = NeRF only)."""
+    tet_resolution: int = 128
+    """Cells per axis of the tetrahedral grid (6 tetrahedra per cell)."""
+    resolution: int = 512
+    max_deform: float = 0.45
+    """Vertex deformation limit in cells."""
+    threshold: float | None = None
+    """Stage-1 density iso-level of the initial surface (None = output.mesh_threshold or Otsu's split)."""
+    lr_sdf: float = 1e-2
+    lr_deform: float = 1e-2
+    lr_color: float = 1e-3
+    normal_consistency: float = 10000.0
+    """Weight of mean(1 - cos) between the normals of faces sharing an edge (threestudio's refine stage)."""
+    albedo_steps: int = 0
+    """Albedo-only stage-2 steps before random shading (``shading.probs``)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise InputError(f"mesh.steps must be >= 0, got {self.steps}")
+        if self.tet_resolution < 4:
+            raise InputError(f"mesh.tet_resolution must be >= 4, got {self.tet_resolution}")
+        if self.resolution < 8:
+            raise InputError(f"mesh.resolution must be >= 8 pixels, got {self.resolution}")
+        if not 0 <= self.max_deform < 0.5:
+            raise InputError(f"mesh.max_deform must be in [0, 0.5) cells (tetrahedra must not invert), got "
+                             f"{self.max_deform}")
+        if min(self.lr_sdf, self.lr_deform, self.lr_color) < 0 or self.normal_consistency < 0:
+            raise InputError("mesh learning rates and mesh.normal_consistency must be >= 0")
+
+
+@dataclass
 class GuidanceConfig(BackendConfig):
     """The score model: ``name`` (``stable_diffusion``, ``analytic`` or ``package.module:Class``) and
     its ``options`` (validated against the backend's ``Config``, e.g. ``mode`` -- the rule: ``sds``, ``sjc``,
@@ -217,6 +280,8 @@ class ObjectConfig:
     """Training render size (square, pixels)."""
     device: str = "auto"
     progress: bool = True
+    analytic_shape: Literal["pair", "snowman"] = "pair"
+    """The known object of ``guidance.name=analytic`` (see :class:`AnalyticField`)."""
     nerf: FieldConfig = field(default_factory=FieldConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -230,6 +295,7 @@ class ObjectConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     """Image-to-object (RealFusion): the photo, its mask, the reference camera and losses, textual
     inversion. ``image.path`` empty = text mode."""
+    mesh: MeshStageConfig = field(default_factory=MeshStageConfig)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -289,6 +355,21 @@ def sample_cameras(cfg: ObjectConfig, g: torch.Generator, n: int | None = None) 
     return CameraSample(cams, az, el, r)
 
 
+def sample_lights(cfg: ShadingConfig, centers: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Light positions ``(B, 3)`` for camera centres ``(B, 3)``: ``normalize(c + jitter N(0, I)) * U(distance)``."""
+    b = centers.shape[0]
+    dist = torch.tensor(_uniform(cfg.light_distance, b, g), dtype=torch.float32)[:, None]
+    ldir = centers.float() + cfg.light_jitter * torch.randn(b, 3, generator=g)
+    return torch.nn.functional.normalize(ldir, dim=-1) * dist
+
+
+def silhouette_iou(a: torch.Tensor, b: torch.Tensor, level: float = 0.5) -> float:
+    """IoU of the silhouettes ``opacity > level`` of two opacity maps (any equal shapes)."""
+    ma, mb = a > level, b > level
+    union = (ma | mb).sum().item()
+    return 1.0 if union == 0 else (ma & mb).sum().item() / union
+
+
 def eval_cameras(cfg: ObjectConfig, n: int, size: int | None = None, offset: float = 0.0,
                  elevation: float | None = None) -> list[Camera]:
     """``n`` cameras evenly around the evaluation orbit (azimuth ``offset + 360 k / n``)."""
@@ -307,8 +388,8 @@ class AnalyticTarget:
     """Renders the known :class:`AnalyticField` for the cameras of a training step (deterministic,
     with the step's shading, lights and background) -- the target of :class:`AnalyticGuidance`."""
 
-    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128):
-        self.field = AnalyticField().to(device)
+    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128, shape: str = "pair"):
+        self.field = AnalyticField(shape=shape).to(device)  # type: ignore[arg-type]
         self.background = Background(BackgroundConfig(kind="solid"))
         self.cfg = dataclasses.replace(render_cfg, num_samples=samples, num_importance=samples // 2)
 
@@ -339,6 +420,8 @@ class ObjectResult:
     seconds: float
     not_written: dict[str, str] = field(default_factory=dict)
     """Documented outputs that were not written (``"mesh"``, ``"video"``) -> why, and how to get them."""
+    mesh_stage: Any = None
+    """The :class:`~scenescape.pipelines.object.mesh_stage.MeshStage` when stage 2 ran."""
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -384,6 +467,7 @@ class ObjectPipeline:
     def build_models(self) -> tuple[NeRFField, Background]:
         torch.manual_seed(self.config.seed)  # parameter initialisation
         fld = NeRFField(self.config.nerf).to(self.device)
+        fld.set_progress(0)
         bg = Background(self.config.background).to(self.device)
         return fld, bg
 
@@ -393,7 +477,7 @@ class ObjectPipeline:
         gcfg = self.config.guidance
         extra: dict[str, Any] = {}
         if gcfg.name == "analytic":
-            extra["target"] = AnalyticTarget(self.config.render, self.device)
+            extra["target"] = AnalyticTarget(self.config.render, self.device, shape=self.config.analytic_shape)
         self._guidance = gcfg.build(GUIDANCE, **extra)
         return self._guidance
 
@@ -488,23 +572,32 @@ class ObjectPipeline:
         files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(out / "config.yaml")}
         do_export = cfg.output.export if export is None else export
         not_written: dict[str, str] = {}
-        if do_export and end == cfg.steps:
+        if do_export and end == cfg.steps and (end > start or not (out / "video.mp4").exists()):
             from scenescape.pipelines.object.export import export_run_outputs
 
             files.update(export_run_outputs(fld, bg, cfg, out, not_written))
-        else:
+        elif not (do_export and end == cfg.steps):
             why = (f"the run stopped at step {end} of {cfg.steps}; continue it with --resume"
                    if end < cfg.steps else "output.export is false")
             for name in ("mesh", "video"):
                 not_written[name] = f"{why} (write them now with `scenescape object --export {out}`)"
+        mesh_stage = None
+        if cfg.mesh.steps > 0 and end == cfg.steps and (stop_after is None or stop_after > cfg.steps):
+            # Magic3D stage 2: a DMTet mesh from the stage-1 field, refined at mesh.resolution
+            from scenescape.pipelines.object.mesh_stage import run_mesh_stage
+
+            mesh_stage, end, losses2, files2 = run_mesh_stage(self, prompt, out, fld, bg, guidance, resume,
+                                                              stop_after, do_export, callback)
+            losses = losses + losses2
+            files.update(files2)
         seconds = time.time() - t0
         write_json(out / "summary.json", {
-            "prompt": prompt, "steps": end, "target_steps": cfg.steps, "seconds": seconds,
+            "prompt": prompt, "steps": end, "target_steps": cfg.steps + cfg.mesh.steps, "seconds": seconds,
             "seconds_per_step": seconds / max(end - start, 1), "final_loss": losses[-1] if losses else None,
             "guidance": cfg.guidance.name, "mode": cfg.guidance.options.get("mode", "sds"), "files": files,
             "not_written": not_written,
         })
-        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds, not_written)
+        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds, not_written, mesh_stage)
 
     def train_step(self, step: int, prompt: str, fld: NeRFField, bg: Background, opt: torch.optim.Optimizer,
                    guidance: Any, g: torch.Generator) -> dict[str, float]:
@@ -525,20 +618,21 @@ class ObjectPipeline:
             u = torch.rand(1, generator=g, dtype=torch.float64).item() * probs.sum().item()
             idx = int(torch.searchsorted(torch.cumsum(probs, 0), torch.tensor([u], dtype=torch.float64)).clamp(max=2))
             shading = ("albedo", "lambertian", "textureless")[idx]
-        centers = torch.stack([c.center for c in sample.cameras])
-        dist = torch.tensor(_uniform(cfg.shading.light_distance, b, g), dtype=torch.float32)[:, None]
-        lights = centers * dist + cfg.shading.light_jitter * torch.randn(b, 3, generator=g)
+        lights = sample_lights(cfg.shading, torch.stack([c.center for c in sample.cameras]), g)
         bg_colors = None
         if cfg.background.kind == "random_solid":
             bg_colors = torch.rand(b, 3, generator=g)
         elif cfg.background.kind == "solid":
             bg_colors = torch.tensor(cfg.background.color, dtype=torch.float32).expand(b, 3)
-        # Normals (and the orientation penalty) only once shading uses them: albedo-only steps skip them.
+        # The orientation penalty ramps from step 0 (threestudio); normals are computed only at samples with
+        # significant weight (render.normal_weight_threshold).
         w_orient = cfg.loss.orientation(step)
-        need_normals = w_orient > 0 and step >= cfg.shading.albedo_steps
+        need_normals = w_orient > 0
+        w_empty = cfg.loss.emptiness_weight(step, cfg.steps)
         r = render_cameras(fld, bg, sample.cameras, cfg.render, shading=shading, lights=lights,  # type: ignore[arg-type]
                            ambient=cfg.shading.ambient, bg_colors=bg_colors, generator=g, perturb=True,
-                           need_normals=need_normals, device=self.device)
+                           need_normals=need_normals, device=self.device,
+                           emptiness_scale=cfg.loss.emptiness_scale if w_empty > 0 else None)
         info = {"step": step, "max_steps": cfg.steps, "generator": g, "cameras": sample.cameras,
                 "azimuth": sample.azimuth, "elevation": sample.elevation, "shading": shading, "lights": lights,
                 "ambient": cfg.shading.ambient, "background": bg_colors}
@@ -556,11 +650,15 @@ class ObjectPipeline:
         if cfg.loss.entropy > 0:
             o = r.opacity.clamp(1e-5, 1 - 1e-5)
             loss = loss + cfg.loss.entropy * (-(o * o.log() + (1 - o) * (1 - o).log())).mean()
+        if w_empty > 0 and r.emptiness is not None:
+            loss = loss + w_empty * r.emptiness
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return {"loss": float(loss.detach()), "guidance": float(loss_g.detach()),
-                "opacity": float(r.opacity.detach().mean()), **extra_stats,
+                "opacity": float(r.opacity.detach().mean()), "orientation_weight": w_orient if need_normals else 0.0,
+                "orientation": float(r.orientation.detach()), "emptiness_weight": w_empty,
+                "grid_levels": float(cfg.nerf.grid_levels(step)), **extra_stats,
                 **getattr(guidance, "last_stats", {})}
 
     # ------------------------------------------------------------------ outputs
@@ -599,7 +697,7 @@ class ObjectPipeline:
             raise RunError(f"cannot resume: the run was for prompt {ck.get('prompt')!r}, not {prompt!r}")
         saved = dict(ck["config"])
         now = to_dict(self.config)
-        ignore = {"steps", "progress", "output"}
+        ignore = {"steps", "progress", "output", "mesh"}  # stage 2 checks its own settings
         diff = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
         if diff:
             raise RunError(f"cannot resume: the config differs from the saved run in {diff}; "
