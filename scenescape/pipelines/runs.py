@@ -361,11 +361,15 @@ class RunFolder:
         write_video(out, (load_image(self.frame_path(i)) for i in range(n_frames)), fps=fps)
         return out
 
-    def write_mesh(self, mesh: Any, formats: list[str]) -> list[Path]:
+    def write_mesh(self, mesh: Any, formats: list[str], cameras: list[Any] | None = None) -> list[Path]:
+        """``mesh.<fmt>`` files in the run's world frame (:mod:`scenescape.io.world`); ``cameras`` are
+        embedded where the format can hold them (glTF camera nodes)."""
+        from scenescape.io.meshes import save_mesh
+
         out = []
         for fmt in formats:
             p = self.path / f"mesh.{fmt.lstrip('.')}"
-            mesh.export(p)
+            save_mesh(mesh, p, frame="scene", cameras=cameras)
             out.append(p)
         return out
 
