@@ -202,7 +202,8 @@ def test_export_files_carry_vertex_colours_for_viewers(tmp_path):
     mesh.export(tmp_path / "a.glb")
     scene = trimesh.load(tmp_path / "a.glb")
     geom = list(scene.geometry.values())[0]
-    assert int(geom.visual.vertex_attributes["color"][0, 0]) == round(0.75 * 255)  # COLOR_0
+    # COLOR_0 is linear (glTF spec): sRGB 0.75 -> 0.5225
+    assert abs(float(geom.visual.vertex_attributes["color"][0, 0]) - ((0.75 + 0.055) / 1.055) ** 2.4) < 1e-6
     raw = (tmp_path / "a.glb").read_bytes()
     assert b"COLOR_0" in raw and b"KHR_materials_unlit" in raw  # colours shown as they are (three.js, Blender)
     mesh.export(tmp_path / "a.obj")
@@ -211,11 +212,13 @@ def test_export_files_carry_vertex_colours_for_viewers(tmp_path):
     mesh.export(tmp_path / "a.ply")
     head = (tmp_path / "a.ply").read_bytes()[:400]
     assert b"property uchar red" in head
-    # y-up in the files (glTF / Blender convention), world coordinates restored on load
+    # PLY in the Z-up world (x, z, -y) of the OpenCV world; GLB y-up (x, -y, -z); restored on load
     tm = trimesh.load(tmp_path / "a.ply", process=False)
-    assert np.allclose(tm.vertices[:, 1], -mesh.vertices[:, 1].numpy(), atol=1e-6)
-    raw_cv = SceneMesh.load(mesh.export(tmp_path / "b.ply", axes="opencv"), axes="opencv")
-    assert torch.allclose(raw_cv.vertices, mesh.vertices)
+    v = mesh.vertices.numpy()
+    assert np.allclose(tm.vertices, np.stack([v[:, 0], v[:, 2], -v[:, 1]], 1), atol=1e-6)
+    assert np.allclose(geom.vertices, v * np.array([1, -1, -1]), atol=1e-6)
+    raw = SceneMesh.load(mesh.export(tmp_path / "b.ply", frame="world"), frame="world")
+    assert torch.allclose(raw.vertices, mesh.vertices)
 
 
 def test_npz_checkpoint_is_exact(tmp_path):

@@ -92,5 +92,5 @@ def test_exported_mesh_reloads_with_its_colours(tmp_path, fmt):
 
         scene = trimesh.load(str(path), process=False)
         (geom,) = scene.geometry.values()
-        rgba = np.asarray(geom.visual.vertex_attributes["color"])  # glTF COLOR_0
-        assert {tuple(c[:3]) for c in rgba} == {(255, 0, 0), (0, 0, 255)}
+        rgba = np.asarray(geom.visual.vertex_attributes["color"])  # glTF COLOR_0 (linear floats)
+        assert {tuple(float(x) for x in c[:3]) for c in rgba} == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}

@@ -126,8 +126,10 @@ def test_generate_with_explicit_camera_file(tmp_path, photo):
     res = invoke("generate", "--config", TINY, "--image", photo / "image.png", "--init-depth", photo / "depth.npy",
                  "--trajectory", traj, "--out", out, "--quiet")
     assert res.exit_code == 0, _text(res)
-    saved = json.loads((out / "cameras.json").read_text())["cameras"]
-    assert len(saved) == 3 and np.allclose(saved[2]["world_to_camera"], cams[2]["world_to_camera"], atol=1e-6)
+    from scenescape.io.world import cameras_from_file_json
+
+    saved = cameras_from_file_json(json.loads((out / "cameras.json").read_text()))  # file: Z-up world
+    assert len(saved) == 3 and np.allclose(saved[2].world_to_camera, cams[2]["world_to_camera"], atol=1e-6)
 
 
 def test_render_and_export(tmp_path, tiny_run):

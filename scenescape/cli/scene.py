@@ -209,8 +209,9 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
 
 
 def _load_camera(path: str | Path) -> Any:
-    from scenescape.geometry.camera import Camera, cameras_from_json
+    from scenescape.geometry.camera import Camera
     from scenescape.io import read_json
+    from scenescape.io.world import cameras_from_file_json
 
     p = Path(path)
     if not p.is_file():
@@ -222,7 +223,7 @@ def _load_camera(path: str | Path) -> Any:
     try:
         if isinstance(data, dict) and "fx" in data:
             return Camera.from_dict(data)
-        return cameras_from_json(data)[0]
+        return cameras_from_file_json(data)[0]
     except ValueError as e:
         raise InputError(f"camera file '{p}': {e}") from e
 
@@ -336,20 +337,21 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
     import numpy as np
     import torch
 
-    from scenescape.geometry.camera import Camera, cameras_from_json
-    from scenescape.geometry.mesh import SceneMesh
+    from scenescape.geometry.camera import Camera
     from scenescape.geometry.raster import render_mesh
     from scenescape.io import read_json, write_gif, write_video
+    from scenescape.io.meshes import load_mesh
+    from scenescape.io.world import cameras_from_file_json
     from scenescape.trajectories import build_trajectory
 
     out = Path(output)
     if out.suffix.lower() not in (".mp4", ".gif"):
         raise InputError(f"output '{out}' must end in .mp4 or .gif")
-    mesh = SceneMesh.load(mesh_path)
+    mesh = load_mesh(mesh_path)
     if camera_path:
         start = _load_camera(camera_path)
     elif (Path(mesh_path).parent / "cameras.json").is_file():
-        start = cameras_from_json(read_json(Path(mesh_path).parent / "cameras.json"))[0]
+        start = cameras_from_file_json(read_json(Path(mesh_path).parent / "cameras.json"))[0]
     else:
         start = Camera(500.0, 500.0, 256.0, 256.0, 512, 512)
     if scene_scale is None:
@@ -385,15 +387,15 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def export(mesh_path: str, out: str, overwrite: bool) -> None:
     """Convert a scene MESH (.ply/.glb/.obj/.npz) to OUT; the format follows OUT's suffix (.ply, .glb, .obj)."""
-    from scenescape.geometry.mesh import SceneMesh
+    from scenescape.io.meshes import load_mesh, save_mesh
 
     o = Path(out)
     if o.suffix.lower() not in (".ply", ".glb", ".obj"):
         raise InputError(f"OUT '{o}' must end in .ply, .glb or .obj")
     if o.exists() and not overwrite:
         raise InputError(f"'{o}' already exists; pass --overwrite to replace it")
-    mesh = SceneMesh.load(mesh_path)
-    mesh.export(o)
+    mesh = load_mesh(mesh_path)
+    save_mesh(mesh, o)
     click.echo(f"mesh: {o} ({mesh.num_vertices} vertices, {mesh.num_faces} faces)")
 
 

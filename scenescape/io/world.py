@@ -101,7 +101,47 @@ def linear_to_srgb(c: Any) -> np.ndarray:
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1 / 2.4) - 0.055)
 
 
+WORLD_TAG = "z_up"
+"""``cameras.json``'s ``"world"`` value: poses map the Z-up file world (not the library frame) to the camera."""
+
+
+def cameras_to_file_json(cameras: Any, frame: Any = "scene") -> dict[str, Any]:
+    """``cameras.json`` content: ``{"convention": "opencv", "world": "z_up", "frame": ..., "cameras": [...]}``;
+    each camera has its intrinsics (pixels, centres at +0.5) and ``world_to_camera`` (OpenCV camera axes) of
+    the Z-up file world."""
+    from scenescape.geometry.camera import cameras_to_json
+
+    cams = [camera_in_world(c, frame) for c in cameras]
+    out = cameras_to_json(cams)
+    out["world"] = WORLD_TAG
+    out["frame"] = frame if isinstance(frame, str) else "custom"
+    return out
+
+
+def cameras_from_file_json(data: Any, frame: Any = "scene") -> list[Any]:
+    """Library cameras of a camera file: files tagged ``"world": "z_up"`` (written by
+    :func:`cameras_to_file_json`) are converted back to ``frame``; untagged files are used as they are."""
+    from scenescape.geometry.camera import cameras_from_json
+
+    cams = cameras_from_json(data)
+    if isinstance(data, dict) and data.get("world") == WORLD_TAG:
+        cams = [camera_in_world(c, frame, inverse=True) for c in cams]
+    return cams
+
+
+def camera_in_world(cam: Any, frame: Any = "scene", inverse: bool = False) -> Any:
+    """The same camera (intrinsics kept) with its pose in the Z-up file world (or back, ``inverse=True``)."""
+    import torch
+
+    from scenescape.geometry.camera import Camera
+
+    w2c = cam.world_to_camera.double().cpu().numpy()
+    m = w2c_from_world(w2c, frame) if inverse else w2c_to_world(w2c, frame)
+    return Camera(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height, torch.from_numpy(m).float())
+
+
 __all__ = [
+    "WORLD_TAG", "camera_in_world", "cameras_from_file_json", "cameras_to_file_json",
     "FRAMES", "GLTF_FROM_WORLD", "OPENGL_FROM_OPENCV_CAMERA", "WORLD_FROM_OBJECT", "WORLD_FROM_SCENE",
     "c2w_opengl", "frame_rotation", "linear_to_srgb", "points_from_world", "points_to_world", "srgb_to_linear",
     "w2c_from_world", "w2c_to_world",
