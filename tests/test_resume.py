@@ -26,7 +26,7 @@ class SlowInpainter(OpenCVInpainter):
     """OpenCV Telea plus a pause, so the test can kill the run between frames (named as
     ``test_resume:SlowInpainter`` in the config: the ``module:Class`` path of user backends)."""
 
-    def inpaint(self, image, mask, camera=None, prompt=""):
+    def inpaint(self, image, mask, camera=None, prompt="", seed=None, negative_prompt=None):
         time.sleep(0.2)
         return super().inpaint(image, mask, camera, prompt)
 

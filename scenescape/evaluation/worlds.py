@@ -399,7 +399,8 @@ class OracleInpainter:
         self.cfg = cfg if cfg is not None else OracleInpainter.Config(**kwargs)
         self.world = world if world is not None else make_world(self.cfg.world, self.cfg.seed)
 
-    def inpaint(self, image: Any, mask: Any, camera: Camera, prompt: str = "") -> torch.Tensor:
+    def inpaint(self, image: Any, mask: Any, camera: Camera, prompt: str = "", seed: int | None = None,
+                negative_prompt: str | None = None) -> torch.Tensor:
         """``(H, W, 3)`` float32: ground truth where ``mask`` ``(H, W)`` is True, ``image`` elsewhere."""
         img = _check_image(image, camera, "image")
         m = as_tensor(mask, dtype=torch.bool, device=img.device)
@@ -419,36 +420,48 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
                      progress: Callable[[dict[str, Any]], None] | None = None,
                      mask_kwargs: dict[str, Any] | None = None,
                      extend_kwargs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
-    """Fuse a mesh along ``cameras`` with the oracle backends (the plain geometric loop).
+    """Fuse a mesh along ``cameras`` with the oracle backends: scene mode's own step with exact RGB-D.
 
-    Frame 0: ``SceneMesh.from_rgbd`` of the ground truth. Each later frame: ``render_mesh`` -> uncovered
-    pixels -> ``disocclusion_mask(coverage, dilate, depth=out.depth, edge_ring=1)`` -> oracle inpaint +
-    oracle depth -> ``mesh.extend_from_rgbd(image, depth, cam, mask, render=out)``, where the ``edge_ring``
-    band (far side of a rendered depth jump) stays in the extension mask only where the new depth is nearer
-    (:func:`~scenescape.geometry.masks.confirm_nearer`); ``mask_kwargs={"edge_ring": 0}`` turns it off.
+    Frame 0: ``SceneMesh.from_rgbd`` of the ground truth. Each later frame is the product's
+    :func:`~scenescape.pipelines.scene.step.warp_inpaint_step` with the oracle depth and inpainter, no
+    feathering and no depth alignment (the oracle depth is exact): render -> disocclusion mask (``dilate``,
+    plus the ``edge_ring`` band on the far side of rendered depth jumps, which keeps geometry only where
+    the new depth is nearer) -> oracle inpaint + depth -> ``mesh.extend_from_rgbd``.
 
-    ``render_kwargs``, ``mask_kwargs`` and ``extend_kwargs`` are passed to ``render_mesh``,
-    ``disocclusion_mask`` and ``from_rgbd``/``extend_from_rgbd`` (to compare geometry options).
+    ``render_kwargs`` (``supersample``), ``mask_kwargs`` (:class:`~scenescape.pipelines.scene.MaskConfig`
+    fields, e.g. ``edge_ring``, ``open_kernel``) and ``extend_kwargs`` (:class:`~scenescape.pipelines.scene.MeshConfig`
+    fields) select geometry options to compare.
 
     Returns:
         ``(mesh, stats)``; ``stats[i]``: ``frame``, ``missing`` (pixels the render left uncovered),
         ``mask_pixels`` (after dilation), ``faces_added``, ``faces_per_missing``, ``seconds``.
     """
-    from scenescape.geometry.masks import confirm_nearer, disocclusion_mask
+    from scenescape.config import ConfigError
     from scenescape.geometry.mesh import SceneMesh
-    from scenescape.geometry.raster import render_mesh
+    from scenescape.pipelines.scene import (
+        AlignConfig,
+        CompositeConfig,
+        MaskConfig,
+        MeshConfig,
+        warp_inpaint_step,
+    )
 
     w = make_world(world, seed)
     cams = list(cameras)
     if not cams:
         raise InputError("fuse_with_oracle: cameras is empty")
-    depth_oracle = OracleDepth(world=w)
-    inpainter = OracleInpainter(world=w)
     rk = dict(render_kwargs or {})
+    unknown = sorted(set(rk) - {"supersample"})
+    if unknown:
+        raise ConfigError(f"fuse_with_oracle: unknown render option(s) {unknown}; valid: ['supersample']")
+    mask_cfg = MaskConfig(**{**FUSION_MASK_DEFAULTS, "dilate": dilate, "supersample": rk.get("supersample", 1),
+                             **(mask_kwargs or {})})
+    mesh_cfg = MeshConfig(**(extend_kwargs or {}))
+    align_cfg, comp_cfg = AlignConfig(mode="none"), CompositeConfig(feather=0)
+    depth_oracle, inpainter = OracleDepth(world=w), OracleInpainter(world=w)
     t0 = time.perf_counter()
     img0, dep0 = w.render(cams[0])
-    mk, ek = {**FUSION_MASK_DEFAULTS, **(mask_kwargs or {})}, dict(extend_kwargs or {})
-    mesh = SceneMesh.from_rgbd(img0, dep0, cams[0], **ek)
+    mesh = SceneMesh.from_rgbd(img0, dep0, cams[0], **dataclasses.asdict(mesh_cfg.options()))
     n_pix = cams[0].width * cams[0].height
     stats = [{"frame": 0, "missing": n_pix, "mask_pixels": n_pix, "faces_added": int(mesh.faces.shape[0]),
               "faces_per_missing": mesh.faces.shape[0] / n_pix, "seconds": time.perf_counter() - t0}]
@@ -456,26 +469,10 @@ def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int 
         progress(stats[-1])
     for i, cam in enumerate(cams[1:], start=1):
         t0 = time.perf_counter()
-        out = render_mesh(mesh, cam, **rk)
-        covered = as_tensor(out.mask, dtype=torch.bool)
-        missing = int((~covered).sum())
-        mask = as_tensor(disocclusion_mask(covered, dilate=dilate, depth=out.depth, **mk),
-                         dtype=torch.bool)
-        n_before = int(mesh.faces.shape[0])
-        mask_pixels = int(mask.sum())
-        if mask_pixels:
-            image = inpainter.inpaint(out.image, mask, cam, "")
-            depth = depth_oracle.estimate(image, cam, known_depth=out.depth, known_mask=covered)
-            ext_mask = mask
-            if mk["edge_ring"]:
-                base_kw = {k: v for k, v in mk.items() if k not in ("edge_ring", "edge_threshold")}
-                base = as_tensor(disocclusion_mask(covered, dilate=dilate, **base_kw), dtype=torch.bool)
-                ext_mask = confirm_nearer(mask, base, out.depth, as_tensor(depth),
-                                          mk.get("edge_threshold", 0.1))
-            if ext_mask.any():
-                mesh.extend_from_rgbd(image, depth, cam, ext_mask, render=out, **ek)
-        added = int(mesh.faces.shape[0]) - n_before
-        stats.append({"frame": i, "missing": missing, "mask_pixels": mask_pixels, "faces_added": added,
+        step = warp_inpaint_step(mesh, cam, depth=depth_oracle, inpainter=inpainter, mask=mask_cfg, align=align_cfg,
+                                 composite_cfg=comp_cfg, mesh_cfg=mesh_cfg, frame=i)
+        missing, added = step.missing, step.faces_added
+        stats.append({"frame": i, "missing": missing, "mask_pixels": int(step.mask.sum()), "faces_added": added,
                       "faces_per_missing": added / missing if missing else float("inf" if added else "nan"),
                       "seconds": time.perf_counter() - t0})
         if progress:
