@@ -11,7 +11,14 @@ import torch
 
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.mesh import SceneMesh
-from scenescape.io.meshes import MESH_FORMATS, MeshFileData, MeshFormat, load_mesh, register_mesh_format, save_mesh
+from scenescape.io.meshes import (
+    MESH_FORMATS,
+    MeshFileData,
+    MeshFormat,
+    load_mesh,
+    register_mesh_format,
+    save_mesh,
+)
 from scenescape.io.world import linear_to_srgb, srgb_to_linear
 
 

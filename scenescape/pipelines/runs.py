@@ -205,8 +205,8 @@ class RunFolder:
         dataparser multiplies depth files by ``depth_unit_scale_factor`` (default 1e-3, millimetres); with its
         defaults it then reads the depth in scene units, the units of the poses and the PLY.
         """
+        from scenescape.io.nerfstudio import to_nerfstudio_transforms
         from scenescape.io.world import camera_in_world
-        from scenescape.trajectories import to_nerfstudio_transforms
 
         n = len(cameras)
         for i in range(n):

@@ -136,8 +136,9 @@ def _default_trajectory() -> TrajectoryConfig:
 class SceneConfig:
     """Everything a scene run needs; YAML presets in ``configs/`` follow this shape.
 
-    ``trajectory`` is a :class:`scenescape.trajectories.TrajectoryConfig` (``{name, params, frames}``);
-    a plain string is a preset name or a trajectory file path. ``depth``, ``inpainter`` and
+    ``trajectory`` is a :class:`scenescape.trajectories.TrajectoryConfig` (``{name, params, frames, file}``);
+    a plain string is a preset name, or a trajectory file when written as a path (``.json``/``.yaml``
+    suffix or a ``/``). ``depth``, ``inpainter`` and
     ``text_to_image`` pick backends by registered name (``{name: opencv, options: {...}}``);
     ``text_to_image.name: ""`` means none.
     """
@@ -169,7 +170,7 @@ class SceneConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.trajectory, (str, Path)):
-            self.trajectory = TrajectoryConfig(name=str(self.trajectory))
+            self.trajectory = TrajectoryConfig.parse(self.trajectory)
         elif isinstance(self.trajectory, dict):
             self.trajectory = from_dict(TrajectoryConfig, self.trajectory, where="trajectory")
         elif not isinstance(self.trajectory, TrajectoryConfig):

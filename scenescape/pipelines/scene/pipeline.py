@@ -53,7 +53,7 @@ from scenescape.pipelines.scene.step import (
     to_depth_space,
     warp_inpaint_step,
 )
-from scenescape.trajectories import build_trajectory, load_trajectory_file, looks_like_path
+from scenescape.trajectories import build_trajectory, load_trajectory_file
 
 STAGES = ("render", "mask", "inpaint", "depth", "align", "extend", "write", "checkpoint")
 
@@ -321,8 +321,8 @@ class ScenePipeline:
 
     def _explicit_cameras(self) -> list[Camera] | None:
         """The cameras of a trajectory file that lists explicit cameras (None for presets/segments)."""
-        name = self.config.trajectory.name
-        if not looks_like_path(name):
+        name = self.config.trajectory.file
+        if not name:
             return None
         items = load_trajectory_file(name)
         if not all(isinstance(c, Camera) for c in items):
