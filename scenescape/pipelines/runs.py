@@ -48,7 +48,6 @@ from scenescape.io import (
 )
 
 STATE_VERSION = 1
-NERFSTUDIO_DEPTH_SCALE = 1000.0  # nerfstudio's default depth_unit_scale_factor is 1e-3
 _MARKERS = ("config.yaml", "checkpoint", "manifest.json")
 
 
@@ -205,14 +204,14 @@ class RunFolder:
         dataparser multiplies depth files by ``depth_unit_scale_factor`` (default 1e-3, millimetres); with its
         defaults it then reads the depth in scene units, the units of the poses and the PLY.
         """
-        from scenescape.io.nerfstudio import to_nerfstudio_transforms
+        from scenescape.io.nerfstudio import DEPTH_UNIT_SCALE_FACTOR, to_nerfstudio_transforms
         from scenescape.io.world import camera_in_world
 
         n = len(cameras)
         for i in range(n):
             if self.depth_path(i).is_file():
                 d = np.load(self.depth_path(i), allow_pickle=False).astype(np.float32)
-                save_npy(self.nerfstudio_depth_path(i), d * np.float32(NERFSTUDIO_DEPTH_SCALE))
+                save_npy(self.nerfstudio_depth_path(i), d / np.float32(DEPTH_UNIT_SCALE_FACTOR))
         world_cams = [camera_in_world(c, "scene") for c in cameras]
         data = to_nerfstudio_transforms(
             world_cams,
