@@ -102,14 +102,15 @@ def object_view_data(run: str | Path, max_frames: int | None = None) -> dict[str
         raise InputError(f"'{run}' has no config.yaml; is it an object run folder?")
     cfg = ObjectConfig.load(run / "config.yaml")
     o = cfg.output
-    cams = orbit_cameras(cfg.camera.eval_radius, cfg.camera.eval_elevation, cfg.camera.eval_fov, o.video_size,
-                         o.video_frames)
-    mesh = load_mesh(_find_mesh(run), frame="object")
+    n_cams, size = o.video_frames, o.video_size
     frames = []
-    if (run / "video.mp4").is_file():
+    if (run / "video.mp4").is_file():  # the video decides (an --export may have changed frames and size)
         video = read_video(run / "video.mp4")
+        n_cams, size = len(video), int(video.shape[1])
         n = len(video) if max_frames is None else min(len(video), max_frames)
         frames = [_png_data_uri(video[i][:, : video.shape[2] // 2]) for i in range(n)]
+    cams = orbit_cameras(cfg.camera.eval_radius, cfg.camera.eval_elevation, cfg.camera.eval_fov, size, n_cams)
+    mesh = load_mesh(_find_mesh(run), frame="object")
     return {"title": f"scenescape object: {run.name}", "glb": _glb_bytes(mesh, "object", cams), "frames": frames,
             "fps": float(o.video_fps)}
 
