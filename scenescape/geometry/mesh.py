@@ -108,7 +108,7 @@ def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.devi
 
 def _vertices_to_image_edge(pts_cam: torch.Tensor, d: torch.Tensor, m: torch.Tensor, cam: Camera,
                             max_rel_jump: float) -> None:
-    """Move the vertices of image-border pixels from the pixel centre to the image edge, in place.
+    """Move the vertices of image-border pixels from the pixel centre to the image edge, in place (first view).
 
     Vertices sit at pixel centres, so a surface from one view stops half a pixel inside the frame and a viewer
     at that camera shows a hairline gap along the border. The border vertex goes to the edge on its row (or
@@ -289,7 +289,8 @@ class SceneMesh:
         # ---- all input checked; nothing below raises on user input
         d = torch.where(m, d, torch.ones_like(d))
         pts_cam = unproject(d, cam, world=False)  # (H, W, 3)
-        _vertices_to_image_edge(pts_cam, d, m, cam, topts.max_rel_jump)
+        if self.num_faces == 0:  # the first view: its surface covers the whole frame, border included
+            _vertices_to_image_edge(pts_cam, d, m, cam, topts.max_rel_jump)
         valid = m.clone()
         vid = torch.full((h, w), -1, dtype=torch.int64, device=device)
         seam = 0
