@@ -43,7 +43,7 @@ def test_each_preset_gives_n_cameras_starting_at_start(name):
     steps = [float((a.center - b.center).norm()) for a, b in zip(cams[:-1], cams[1:])]
     turns = [_angle(a.rotation, b.rotation) for a, b in zip(cams[:-1], cams[1:])]
     assert max(steps) + max(turns) > 1e-4, "the camera must move"
-    assert max(steps) < 0.1 and max(turns) < 0.05
+    assert max(steps) < 0.15 and max(turns) < 0.05  # at most SceneScape's 13% of the scene scale per frame
 
 
 def test_presets_move_the_right_way_and_scale():

@@ -35,7 +35,8 @@ def cli() -> None:
 def _register_commands() -> None:
     import importlib
 
-    for mod in ("scenescape.cli.scene", "scenescape.cli.models", "scenescape.cli.object", "scenescape.cli.view"):
+    for mod in ("scenescape.cli.scene", "scenescape.cli.models", "scenescape.cli.object", "scenescape.cli.batch",
+                "scenescape.cli.evaluate", "scenescape.cli.view"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

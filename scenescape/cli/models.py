@@ -45,10 +45,10 @@ class Requirement:
 
 
 def _sections(data: Any, path: str = "") -> list[tuple[str, str, dict]]:
-    """Every ``{name, options}`` mapping in a plain config dict: (dotted path, name, options)."""
+    """Every ``{name, options, ...}`` mapping (a backend section) in a plain config dict: (dotted path, name, options)."""
     out: list[tuple[str, str, dict]] = []
     if isinstance(data, dict):
-        if set(data) == {"name", "options"} and isinstance(data.get("options"), dict):
+        if {"name", "options"} <= set(data) and isinstance(data.get("options"), dict):
             out.append((path, str(data["name"] or ""), data["options"]))
             return out
         for k, v in data.items():

@@ -87,30 +87,9 @@ def _check_trajectory(cfg: Any) -> int | None:
 
 
 def _load_inputs(cfg: Any, image: str | None, init_depth: str | None) -> tuple[Any, Any]:
-    import numpy as np
+    from scenescape.pipelines.scene.inputs import load_start_inputs
 
-    from scenescape.io import load_depth, load_image
-
-    if init_depth and not image:
-        raise InputError("--init-depth needs --image (the photo the depth belongs to)")
-    if not image:
-        return None, None
-    p = Path(image)
-    if not p.is_file():
-        raise InputError(f"image '{p}' does not exist (check the --image path)")
-    raw = load_image(p)  # converts grey/RGBA to RGB with a warning
-    h0, w0 = raw.shape[:2]
-    img = load_image(p, size=(cfg.width, cfg.height)) if (w0, h0) != (cfg.width, cfg.height) else raw
-    depth = None
-    if init_depth:
-        depth = load_depth(init_depth, shape=(h0, w0))
-        if (w0, h0) != (cfg.width, cfg.height):
-            import cv2
-
-            warnings.warn(f"depth '{init_depth}' resized from {w0}x{h0} to {cfg.width}x{cfg.height} with the image",
-                          stacklevel=2)
-            depth = cv2.resize(depth, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST).astype(np.float32)
-    return img, depth
+    return load_start_inputs(cfg, image, init_depth)
 
 
 def _run_pipeline(pipe: Any, quiet: bool, **kwargs: Any) -> Any:
@@ -207,23 +186,9 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
 
 
 def _load_camera(path: str | Path) -> Any:
-    from scenescape.geometry.camera import Camera
-    from scenescape.io import read_json
-    from scenescape.io.world import cameras_from_file_json
+    from scenescape.pipelines.scene.inputs import load_start_camera
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"camera file '{p}' does not exist")
-    try:
-        data = read_json(p)
-    except Exception as e:
-        raise InputError(f"camera file '{p}' is not valid JSON: {e}") from e
-    try:
-        if isinstance(data, dict) and "fx" in data:
-            return Camera.from_dict(data)
-        return cameras_from_file_json(data)[0]
-    except ValueError as e:
-        raise InputError(f"camera file '{p}': {e}") from e
+    return load_start_camera(path)
 
 
 # ---------------------------------------------------------------------------------------------

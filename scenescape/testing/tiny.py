@@ -10,6 +10,8 @@ model id, so tests exercise exactly the ``from_pretrained`` path users take with
   ``CLIPTextModel``, a ``CLIPTokenizer`` built from an in-memory byte-level vocabulary, a DDIM
   scheduler config and ``model_index.json``.
 * :func:`make_tiny_depth` -- a tiny DPT or Depth Anything depth model with its image processor.
+* :func:`make_tiny_clip` -- a tiny ``CLIPModel`` (text and vision towers) with its tokenizer and image
+  processor (for CLIP scores of frames and inpainting candidates).
 
 Builds are cached per process: the first build of a given kind and seed is written to a private
 temporary folder and later calls copy that folder (a few milliseconds) instead of rebuilding.
@@ -256,6 +258,42 @@ def _build_depth(folder: Path, kind: str, seed: int) -> None:
     processor.save_pretrained(str(folder))
 
 
+def _build_clip(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    try:  # transformers >= 5 without torchvision: the PIL processor is the one that exists
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:  # pragma: no cover - older transformers
+        from transformers import CLIPImageProcessor as Processor
+
+    vocab_size = _write_tokenizer(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": TOKENIZER_MAX_LENGTH,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "image_size": 32, "patch_size": 8, "num_channels": 3,
+        },
+        projection_dim=16,
+    )
+    model = CLIPModel(config)
+    model.eval()
+    model.save_pretrained(str(folder), safe_serialization=True)
+    processor = Processor(
+        do_resize=True, size={"shortest_edge": 32}, do_center_crop=True, crop_size={"height": 32, "width": 32},
+        do_normalize=True, image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor.save_pretrained(str(folder))
+
+
 def _materialise(key: tuple, folder: str | os.PathLike, build) -> str:
     dest = Path(folder)
     with _LOCK:
@@ -299,3 +337,12 @@ def make_tiny_depth(folder: str | os.PathLike, kind: str = "dpt", seed: int = 0)
     if kind not in ("dpt", "depth_anything"):
         raise InputError(f"kind must be 'dpt' or 'depth_anything', got {kind!r}")
     return _materialise(("depth", kind, int(seed)), folder, lambda p: _build_depth(p, kind, seed))
+
+
+def make_tiny_clip(folder: str | os.PathLike, seed: int = 0) -> str:
+    """Save a tiny random CLIP (``CLIPModel`` + ``CLIPTokenizer`` + image processor, 32x32 input) to ``folder``.
+
+    Loads with ``CLIPModel.from_pretrained(folder)``, ``AutoTokenizer.from_pretrained(folder)`` and
+    ``AutoImageProcessor.from_pretrained(folder)`` like ``openai/clip-vit-base-patch32``. Returns ``str(folder)``.
+    """
+    return _materialise(("clip", int(seed)), folder, lambda p: _build_clip(p, int(seed)))

@@ -10,6 +10,7 @@
 from scenescape.pipelines.scene.config import (
     AlignConfig,
     CompositeConfig,
+    InpainterConfig,
     MaskConfig,
     MeshConfig,
     OutputConfig,
@@ -19,6 +20,6 @@ from scenescape.pipelines.scene.pipeline import STAGES, ScenePipeline, SceneResu
 from scenescape.pipelines.scene.step import StepResult, composite, warp_inpaint_step
 
 __all__ = [
-    "STAGES", "AlignConfig", "CompositeConfig", "MaskConfig", "MeshConfig", "OutputConfig", "SceneConfig",
+    "STAGES", "AlignConfig", "CompositeConfig", "InpainterConfig", "MaskConfig", "MeshConfig", "OutputConfig", "SceneConfig",
     "ScenePipeline", "SceneResult", "StepResult", "composite", "warp_inpaint_step",
 ]

@@ -128,6 +128,30 @@ class OutputConfig:
                 raise ConfigError(f"output.mesh_formats: unknown format '{f}' (use ply, glb, obj)")
 
 
+@dataclasses.dataclass
+class InpainterConfig(BackendConfig):
+    """The inpainter section: a backend (``name``, ``options``) plus candidate selection
+    (:mod:`scenescape.pipelines.scene.candidates`)."""
+
+    candidates: int = 1
+    """Inpaintings per frame, each with its own seed derived from the run seed; the best-scoring is kept."""
+    clip: str = ""
+    """CLIP model (hub id or folder) that scores candidates by similarity to the prompt ("" = seam score only)."""
+    clip_weight: float = 1.0
+    """Weight of the CLIP cosine similarity in a candidate's score."""
+    seam_weight: float = 1.0
+    """Weight of ``|log(seam ratio)|`` (the colour step at the inpainting border) in a candidate's score."""
+
+    def __post_init__(self) -> None:
+        if int(self.candidates) != self.candidates or self.candidates < 1:
+            raise ConfigError(f"inpainter.candidates must be an integer >= 1, got {self.candidates!r}")
+        if self.clip_weight < 0 or self.seam_weight < 0:
+            raise ConfigError("inpainter.clip_weight and inpainter.seam_weight must be >= 0")
+        if self.candidates > 1 and not ((self.clip and self.clip_weight > 0) or self.seam_weight > 0):
+            raise ConfigError("inpainter.candidates > 1 needs something to choose by: set inpainter.clip (a CLIP "
+                              "model) with clip_weight > 0, or seam_weight > 0")
+
+
 def _default_trajectory() -> TrajectoryConfig:
     return TrajectoryConfig(name="scenescape")
 
@@ -160,7 +184,7 @@ class SceneConfig:
     first_depth: BackendConfig = dataclasses.field(default_factory=lambda: BackendConfig(""))
     """Depth backend for a first frame that has no depth (e.g. ``prior`` for a photo offline, since
     ``completion`` needs known depth); empty = the ``depth`` backend."""
-    inpainter: BackendConfig = dataclasses.field(default_factory=lambda: BackendConfig("opencv"))
+    inpainter: InpainterConfig = dataclasses.field(default_factory=lambda: InpainterConfig("opencv"))
     text_to_image: BackendConfig = dataclasses.field(default_factory=lambda: BackendConfig(""))
     mask: MaskConfig = dataclasses.field(default_factory=MaskConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)

@@ -1,8 +1,10 @@
-"""Validation of the arrays a scene run starts from (image, depth); errors name what is wrong."""
+"""The inputs a scene run starts from: image, depth and camera files read and validated; errors name what
+is wrong."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,4 +54,55 @@ def validate_depth(depth: Any, shape: tuple[int, int], where: str = "init_depth"
     return np.ascontiguousarray(d, dtype=np.float32)
 
 
-__all__ = ["to_numpy", "validate_depth", "validate_image"]
+def load_start_inputs(cfg: Any, image: str | Path | None, depth: str | Path | None) -> tuple[Any, Any]:
+    """The start image ``(H, W, 3)`` and z-depth ``(H, W)`` of a scene run from files, at the config's
+    ``width`` x ``height`` (``generate --image --init-depth`` and ``scenescape batch`` jobs both read them
+    here). A photo of another size is resized with a warning, its depth with it (nearest). ``(None,
+    None)`` without an image."""
+    from scenescape.io import load_depth, load_image
+
+    if depth and not image:
+        raise InputError("--init-depth needs --image (the photo the depth belongs to)")
+    if not image:
+        return None, None
+    p = Path(image)
+    if not p.is_file():
+        raise InputError(f"image '{p}' does not exist (check the --image path)")
+    raw = load_image(p)  # converts grey/RGBA to RGB with a warning
+    h0, w0 = raw.shape[:2]
+    img = load_image(p, size=(cfg.width, cfg.height)) if (w0, h0) != (cfg.width, cfg.height) else raw
+    dep = None
+    if depth:
+        dep = load_depth(depth, shape=(h0, w0))
+        if (w0, h0) != (cfg.width, cfg.height):
+            import cv2
+
+            warnings.warn(f"depth '{depth}' resized from {w0}x{h0} to {cfg.width}x{cfg.height} with the image",
+                          stacklevel=2)
+            dep = cv2.resize(dep, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    return img, dep
+
+
+def load_start_camera(path: str | Path) -> Any:
+    """The start :class:`~scenescape.geometry.camera.Camera` from a JSON file: one camera
+    (``Camera.to_dict``) or a ``cameras.json`` (its first camera)."""
+    from scenescape.geometry.camera import Camera
+    from scenescape.io import read_json
+    from scenescape.io.world import cameras_from_file_json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"camera file '{p}' does not exist")
+    try:
+        data = read_json(p)
+    except Exception as e:
+        raise InputError(f"camera file '{p}' is not valid JSON: {e}") from e
+    try:
+        if isinstance(data, dict) and "fx" in data:
+            return Camera.from_dict(data)
+        return cameras_from_file_json(data)[0]  # a run's cameras.json: back from its Z-up world
+    except ValueError as e:
+        raise InputError(f"camera file '{p}': {e}") from e
+
+
+__all__ = ["load_start_camera", "load_start_inputs", "to_numpy", "validate_depth", "validate_image"]

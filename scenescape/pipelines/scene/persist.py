@@ -104,6 +104,7 @@ def finish_run(run: RunFolder, result: Any, cfg: SceneConfig, prompt: str, devic
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "frame_times_s": [round(x, 4) for x in result.frame_times],
+        **({"candidates": result.candidates} if getattr(result, "candidates", None) else {}),
         "loop_s": round(loop_s, 3),
         "mesh": {"vertices": int(count_items(result.mesh, "vertices")), "faces": int(count_items(result.mesh, "faces"))},
         "outputs": sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")),

@@ -72,6 +72,8 @@ class SceneResult:
         timings: seconds per stage, summed over frames.
         frame_times: seconds per frame.
         run_dir: the run folder, when one was written.
+        candidates: with ``inpainter.candidates > 1``, per frame after the first ``{"frame", "chosen",
+            "candidates": [{"seed", "score", "clip", "seam"}, ...]}``.
     """
 
     mesh: Any
@@ -82,6 +84,7 @@ class SceneResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     frame_times: list[float] = dataclasses.field(default_factory=list)
     run_dir: Path | None = None
+    candidates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def video_path(self) -> Path | None:
@@ -224,6 +227,7 @@ class ScenePipeline:
         depths: list[np.ndarray] = []
         masks: list[np.ndarray] = []
         frame_times: list[float] = []
+        chosen: list[dict[str, Any]] = []
         mesh = None
         prev: dict[str, Any] = {}
         start_index = 0
@@ -240,6 +244,7 @@ class ScenePipeline:
                 depths.append(dep)
                 masks.append(msk)
             frame_times = [float(t) for t in state.get("frame_times", [])]
+            chosen = list(state.get("candidates") or [])
             for k, v in (state.get("timings") or {}).items():
                 timings[k] = float(v)
             prev = {k: v for k, v in extra.items()}
@@ -248,6 +253,7 @@ class ScenePipeline:
         bar = None
         t_loop = time.perf_counter()
         persist = FrameWriter(run, cfg.output)
+        scorer = self._candidate_scorer(prompt)
         try:
             if start_index == 0:
                 t0 = time.perf_counter()
@@ -267,7 +273,8 @@ class ScenePipeline:
                 if run is not None:
                     run.save_cameras(cams)
                 frame_times.append(time.perf_counter() - t0)
-                persist.submit(0, image0, depth0, m0, mesh, self._state(timings, frame_times), self._extra(prev))
+                persist.submit(0, image0, depth0, m0, mesh, self._state(timings, frame_times, chosen),
+                               self._extra(prev))
                 if on_frame is not None:
                     on_frame(0, frame_times[-1])
                 start_index = 1
@@ -279,14 +286,18 @@ class ScenePipeline:
                 step = warp_inpaint_step(
                     mesh, cams[i], depth=self.depth, inpainter=self.inpainter, prompt=prompt, seed=self._seed(i),
                     negative_prompt=cfg.negative_prompt, mask=cfg.mask, align=cfg.align, composite_cfg=cfg.composite,
-                    mesh_cfg=cfg.mesh, prev_cam=cams[i - 1], prev_depth=prev.get("depth"), timings=timings, frame=i)
+                    mesh_cfg=cfg.mesh, prev_cam=cams[i - 1], prev_depth=prev.get("depth"), timings=timings, frame=i,
+                    seeds=self._candidate_seeds(i), scorer=scorer)
                 image, depth, mask = step.image, step.depth, step.mask
+                if step.candidates is not None:
+                    chosen.append({"frame": i, "chosen": step.chosen, "candidates": step.candidates})
                 frames.append(image)
                 depths.append(depth)
                 masks.append(mask)
                 prev = {"image": image, "depth": depth}
                 frame_times.append(time.perf_counter() - t0)
-                persist.submit(i, image, depth, mask, mesh, self._state(timings, frame_times), self._extra(prev))
+                persist.submit(i, image, depth, mask, mesh, self._state(timings, frame_times, chosen),
+                               self._extra(prev))
                 if on_frame is not None:
                     on_frame(i, frame_times[-1])
                 if bar is not None:
@@ -300,7 +311,8 @@ class ScenePipeline:
             timings[k] = timings.get(k, 0.0) + v
 
         result = SceneResult(mesh=mesh, frames=frames, depths=depths, masks=masks, cameras=list(cams),
-                             timings=timings, frame_times=frame_times, run_dir=run.path if run else None)
+                             timings=timings, frame_times=frame_times, run_dir=run.path if run else None,
+                             candidates=chosen)
         if run is not None:
             self._finish_run(run, result, prompt, time.perf_counter() - t_loop)
         return result
@@ -382,9 +394,42 @@ class ScenePipeline:
                 depth = validate_depth(depth, image.shape[:2], where=f"depth from {type(est).__name__}")
         return image.astype(np.float32), depth.astype(np.float32)
 
-    def _state(self, timings: dict[str, float], frame_times: list[float]) -> dict[str, Any]:
+    def _state(self, timings: dict[str, float], frame_times: list[float],
+               candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Loop state stored with a checkpoint (copies: the loop goes on while it is written)."""
-        return {"timings": dict(timings), "frame_times": list(frame_times), "seed": self.config.seed}
+        out: dict[str, Any] = {"timings": dict(timings), "frame_times": list(frame_times), "seed": self.config.seed}
+        if candidates:
+            out["candidates"] = [dict(c) for c in candidates]
+        return out
+
+    def _candidate_seeds(self, frame: int) -> list[int] | None:
+        """Seeds of the inpainting candidates of ``frame`` (None: one, the frame's seed)."""
+        from scenescape.pipelines.scene.candidates import CANDIDATE_STREAM
+
+        k = int(getattr(self.config.inpainter, "candidates", 1))
+        if k <= 1:
+            return None
+        return [seed_for_frame(self.config.seed, frame, 0)] + [
+            seed_for_frame(self.config.seed, frame, CANDIDATE_STREAM + j) for j in range(1, k)]
+
+    def _candidate_scorer(self, prompt: str) -> Any:
+        """The :class:`~scenescape.pipelines.scene.candidates.CandidateScorer` (None with one candidate)."""
+        icfg = self.config.inpainter
+        if int(getattr(icfg, "candidates", 1)) <= 1:
+            return None
+        from scenescape.pipelines.scene.candidates import CandidateScorer
+
+        clip = None
+        if icfg.clip and icfg.clip_weight > 0:
+            if not prompt.strip():
+                raise InputError("inpainter.clip scores candidates against the prompt, but there is none; give a "
+                                 "prompt or set inpainter.clip_weight=0")
+            if getattr(self, "_clip", None) is None or self._clip.model_id != icfg.clip:
+                from scenescape.backends.clip import ClipScorer
+
+                self._clip = ClipScorer(icfg.clip, device=self.config.device)
+            clip = self._clip
+        return CandidateScorer(clip=clip, prompt=prompt, clip_weight=icfg.clip_weight, seam_weight=icfg.seam_weight)
 
     def _extra(self, prev: dict[str, Any]) -> dict[str, Any]:
         return {"depth": prev["depth"]} if self.config.mask.border_fix else {}

@@ -13,7 +13,8 @@ copy of it. For a new camera:
    background shows just outside its edge): they are inpainted, but get geometry (step 6) only where the new
    depth is nearer than the rendered one. With ``mask.opening`` the mask is opened and the slivers the opening
    removes are filled by OpenCV Telea instead of the inpainter (SceneScape);
-3. inpaint the masked pixels (the given seed);
+3. inpaint the masked pixels (the given seed; with ``seeds``, one candidate per seed, the best by ``scorer``
+   kept: :mod:`scenescape.pipelines.scene.candidates`);
 4. composite: known pixels keep EXACTLY the rendered colours; inside the mask the inpainted colours are
    feathered towards the rendered ones over ``composite.feather`` pixels (only where the mesh rendered);
 5. depth for the new pixels: the depth backend's estimate, aligned to the rendered depth on the known pixels
@@ -31,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,6 +75,9 @@ class StepResult:
         render: the mesh's render into the camera before the step.
         missing: pixels the render left uncovered.
         faces_added: faces the step added to the mesh.
+        candidates: with several inpainting candidates, one ``{"seed", "score", "clip", "seam"}`` per candidate
+            (:mod:`scenescape.pipelines.scene.candidates`); None otherwise.
+        chosen: the index of the candidate kept.
     """
 
     image: np.ndarray
@@ -83,6 +87,8 @@ class StepResult:
     render: RenderOutput
     missing: int
     faces_added: int
+    candidates: list[dict[str, Any]] | None = None
+    chosen: int = 0
 
 
 def composite(inpainted: np.ndarray, rendered: np.ndarray, rendered_valid: np.ndarray, mask: np.ndarray,
@@ -176,7 +182,8 @@ def warp_inpaint_step(mesh: SceneMesh, cam: Camera, *, depth: DepthEstimator, in
                       mask: MaskConfig | None = None, align: AlignConfig | None = None,
                       composite_cfg: CompositeConfig | None = None, mesh_cfg: MeshConfig | None = None,
                       prev_cam: Camera | None = None, prev_depth: np.ndarray | None = None,
-                      timings: dict[str, float] | None = None, frame: int | None = None) -> StepResult:
+                      timings: dict[str, float] | None = None, frame: int | None = None,
+                      seeds: Sequence[int] | None = None, scorer: Any = None) -> StepResult:
     """Render ``mesh`` into ``cam``, inpaint and estimate what is new, and extend ``mesh`` in place.
 
     Args:
@@ -189,6 +196,9 @@ def warp_inpaint_step(mesh: SceneMesh, cam: Camera, *, depth: DepthEstimator, in
         prev_cam, prev_depth: the previous camera and its ``(H, W)`` depth (only ``mask.border_fix`` uses them).
         timings: seconds per stage (``render, mask, inpaint, depth, align, extend``) are added to it.
         frame: the frame index, for messages.
+        seeds: inpainting candidates (``inpainter.candidates``): one inpainting per seed, each composited and
+            scored by ``scorer(image, mask, rendered_valid) -> {"score", ...}``; the best is kept (ties: the
+            first). Default: the one ``seed``.
 
     Returns:
         a :class:`StepResult`.
@@ -224,12 +234,30 @@ def warp_inpaint_step(mesh: SceneMesh, cam: Camera, *, depth: DepthEstimator, in
         return StepResult(rimg.astype(np.float32), np.where(rvalid, rdepth, 0).astype(np.float32), new_mask,
                           new_mask, render, missing, 0)
 
-    with timed(timings, "inpaint"):
-        inpainted = (call_inpainter(inpainter, base, inpaint_mask, cam, prompt, seed, negative_prompt)
-                     if inpaint_mask.any() else base)
-        known = ~new_mask
-        image = composite(inpainted, rimg, rvalid, new_mask, ccfg.feather)
-        image[known] = rimg[known]
+    cand_seeds = [seed] if not seeds else list(seeds)
+    if len(cand_seeds) > 1 and scorer is None:
+        raise ScenescapeError("several inpainting candidates need a scorer to choose between them")
+    if not inpaint_mask.any():
+        cand_seeds = cand_seeds[:1]  # nothing for the inpainter to vary
+    known = ~new_mask
+    best: tuple[float, int, np.ndarray] | None = None
+    scores: list[dict[str, Any]] = []
+    for k, s_k in enumerate(cand_seeds):
+        with timed(timings, "inpaint"):
+            inpainted = (call_inpainter(inpainter, base, inpaint_mask, cam, prompt, s_k, negative_prompt)
+                         if inpaint_mask.any() else base)
+            candidate = composite(inpainted, rimg, rvalid, new_mask, ccfg.feather)
+            candidate[known] = rimg[known]
+        if len(cand_seeds) == 1:
+            best = (0.0, 0, candidate)
+            break
+        with timed(timings, "score"):
+            sc = {"seed": int(s_k), **scorer(candidate, new_mask, rvalid)}
+        scores.append(sc)
+        if best is None or sc["score"] > best[0]:
+            best = (sc["score"], k, candidate)
+    assert best is not None
+    _, chosen, image = best
 
     with timed(timings, "depth"):
         known_mask = rvalid & known & (rdepth > 0)
@@ -264,7 +292,7 @@ def warp_inpaint_step(mesh: SceneMesh, cam: Camera, *, depth: DepthEstimator, in
                                   **dataclasses.asdict(tri))
     out_depth = np.where(geo_mask, new_depth, np.where(rvalid, rdepth, new_depth)).astype(np.float32)
     return StepResult(image.astype(np.float32), out_depth, new_mask, geo_mask, render, missing,
-                      mesh.num_faces - n_faces)
+                      mesh.num_faces - n_faces, scores or None, chosen)
 
 
 __all__ = ["StepResult", "border_mask", "call_depth", "call_inpainter", "composite", "new_view_masks", "telea",
