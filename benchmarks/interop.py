@@ -98,7 +98,7 @@ import numpy as np
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 run = Path(sys.argv[1])
-cfg = NerfstudioDataParserConfig(data=run)
+cfg = NerfstudioDataParserConfig(data=run, load_3D_points=True)
 parser = cfg.setup()
 out = parser.get_dataparser_outputs(split="train")
 pts = out.metadata["points3D_xyz"].numpy()
@@ -109,8 +109,10 @@ for m in c2w:
 scale = out.dataparser_scale * out.metadata["depth_unit_scale_factor"]
 d = get_depth_image_from_path(out.metadata["depth_filenames"][0], int(out.cameras.height[0]),
                               int(out.cameras.width[0]), scale).numpy()[..., 0]
+d_file = np.load(run / "depth" / "0000.npy")  # scenescape's own depth, scene units
 print("RESULT " + json.dumps({"points_in_front": float(front.mean()), "dataparser_scale": float(out.dataparser_scale),
-                             "depth0_median_scene_units": float(np.median(d)) / float(out.dataparser_scale)}))
+                             "depth0_median_read_by_nerfstudio_over_scene_depth":
+                                 float(np.median(d)) / float(out.dataparser_scale) / float(np.median(d_file))}))
 """
 
 
