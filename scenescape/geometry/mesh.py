@@ -106,46 +106,6 @@ def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.devi
     return d
 
 
-def _vertices_to_image_edge(pts_cam: torch.Tensor, d: torch.Tensor, m: torch.Tensor, cam: Camera,
-                            max_rel_jump: float) -> None:
-    """Move the vertices of image-border pixels from the pixel centre to the image edge, in place (first view).
-
-    Vertices sit at pixel centres, so a surface from one view stops half a pixel inside the frame and a viewer
-    at that camera shows a hairline gap along the border. The border vertex goes to the edge on its row (or
-    column) with the depth extrapolated half a pixel in inverse depth (exact for planes, whose inverse depth is
-    affine in the image); where the neighbour is not in the mask or is across a depth jump the pixel's own depth
-    is kept.
-
-    Args:
-        pts_cam: ``(H, W, 3)`` camera-space points at pixel centres (modified). d: ``(H, W)`` depth.
-        m: ``(H, W)`` bool mask. max_rel_jump: a neighbour with ``|z1 / z0 - 1|`` above this is not used.
-    """
-    h, w = d.shape
-    z = d.clone()
-    dev = d.device
-    uu = (torch.arange(w, device=dev, dtype=z.dtype) + 0.5).expand(h, w).clone()
-    vv = (torch.arange(h, device=dev, dtype=z.dtype) + 0.5)[:, None].expand(h, w).clone()
-
-    def ext(z0: torch.Tensor, z1: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-        inv = 1.5 / z0 - 0.5 / z1
-        ok = ok & (inv > 0) & ((z1 / z0 - 1).abs() <= max_rel_jump)
-        return torch.where(ok, 1.0 / inv.clamp_min(1e-12), z0)
-
-    if w >= 2:
-        z[:, 0] = ext(z[:, 0], z[:, 1], m[:, 0] & m[:, 1])
-        z[:, -1] = ext(z[:, -1], z[:, -2], m[:, -1] & m[:, -2])
-        uu[:, 0], uu[:, -1] = 0.0, float(w)
-    if h >= 2:
-        z[0, :] = ext(z[0, :], z[1, :], m[0, :] & m[1, :])
-        z[-1, :] = ext(z[-1, :], z[-2, :], m[-1, :] & m[-2, :])
-        vv[0, :], vv[-1, :] = 0.0, float(h)
-    border = torch.zeros(h, w, dtype=torch.bool, device=dev)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
-    zb = z[border]
-    pts_cam[border] = torch.stack([(uu[border] - cam.cx) / cam.fx * zb, (vv[border] - cam.cy) / cam.fy * zb, zb],
-                                  -1).to(pts_cam.dtype)
-
-
 class SceneMesh:
     """Vertex-coloured triangle mesh on a device.
 
@@ -289,8 +249,6 @@ class SceneMesh:
         # ---- all input checked; nothing below raises on user input
         d = torch.where(m, d, torch.ones_like(d))
         pts_cam = unproject(d, cam, world=False)  # (H, W, 3)
-        if self.num_faces == 0:  # the first view: its surface covers the whole frame, border included
-            _vertices_to_image_edge(pts_cam, d, m, cam, topts.max_rel_jump)
         valid = m.clone()
         vid = torch.full((h, w), -1, dtype=torch.int64, device=device)
         seam = 0
