@@ -35,7 +35,7 @@ def heldout(cfg: ObjectConfig, size: int) -> list:
 def run(mode: str, steps: int, size: int, seed: int) -> dict:
     cfg = ObjectConfig.load(ROOT / "configs/object/analytic-cpu.yaml",
                             [f"steps={steps}", f"resolution={size}", f"guidance.options.mode={mode}", f"seed={seed}",
-                             "progress=false"])
+                             "progress=false", "output.checkpoint_every=0"])
     cams = heldout(cfg, size)
     target = AnalyticTarget(cfg.render).render(cams, background=torch.ones(len(cams), 3))
     pipe = ObjectPipeline(cfg)
@@ -43,7 +43,7 @@ def run(mode: str, steps: int, size: int, seed: int) -> dict:
     before = psnr(pipe.render_views(fld, bg, cams).rgb, target)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        res = pipe.run("analytic object", tmp)
+        res = pipe.run("analytic object", tmp, export=False)  # training time only
         secs = time.time() - t0
     out = pipe.render_views(res.field, res.background, cams).rgb
     per = [psnr(out[i], target[i]) for i in range(len(cams))]

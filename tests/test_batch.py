@@ -91,6 +91,9 @@ def test_jobs_file_is_validated_per_job_with_defaults_and_relative_paths(tmp_pat
     assert unnamed.error is None and unnamed.name.startswith("a-quiet-library-")  # a name from the content
     assert load_jobs(jobs_file)[0][5].name == unnamed.name  # stable
 
+    shipped, _ = load_jobs(ROOT / "samples" / "batch-example.yaml")  # the README's example stays valid
+    assert [j.error for j in shipped] == [None] * len(shipped) and {j.mode for j in shipped} == {"scene", "object"}
+
     with pytest.raises(ConfigError, match="both named 'a'"):
         load_jobs(_write_jobs(tmp_path / "dup.yaml", [{"name": "a", "prompt": "x"}, {"name": "a", "prompt": "y"}]))
     with pytest.raises(ConfigError, match="unknown config key 'job'"):
@@ -259,3 +262,28 @@ def test_object_job_runs_skips_and_continues_with_more_steps(tmp_path):
     assert row["status"] == "done" and row["steps"] == 3, row
     assert attempts_of(out, "obj", "b3")[0]["resume_from"] == "checkpoint.pt"
     assert json.loads((out / "obj" / "summary.json").read_text())["steps"] == 3
+
+
+def test_batch_checks_every_model_of_every_job_before_running(tmp_path, monkeypatch):
+    import socket
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    with socket.socket() as s:  # a hub endpoint nobody listens on
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+    monkeypatch.setitem(sys.modules, "ray", None)  # the check comes before Ray is needed
+    jobs_file = _write_jobs(tmp_path / "jobs.yaml", [
+        _scene_job("offline", 0),
+        {"name": "gpu", "prompt": "a cozy library", "config": str(ROOT / "configs" / "gpu-quality.yaml")},
+        {"name": "fast", "prompt": "a cave", "config": str(ROOT / "configs" / "gpu-fast.yaml")},
+    ])
+    r = CliRunner().invoke(cli, ["batch", str(jobs_file), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    first = next(ln for ln in r.output.splitlines() if ln.startswith("error:"))
+    assert first.startswith("error: 3 model(s)") and "cannot be reached" in first  # the shared ones once
+    for model in ("depth-anything/Depth-Anything-V2-Small-hf", "stabilityai/stable-diffusion-2-inpainting",
+                  "stabilityai/stable-diffusion-2-1-base"):
+        assert r.output.count(f"hf download {model} ") == 1
+    assert "needs Ray" not in r.output and not (tmp_path / "out" / "offline").exists()

@@ -242,3 +242,97 @@ def test_models_download_refused_offline(offline):
     r = _runner().invoke(cli, ["models", "--download", "inpainter.name=diffusers", f"inpainter.options.model={MISSING}"])
     assert r.exit_code == 1
     assert "HF_HUB_OFFLINE is set, so it cannot be downloaded" in r.output and MISSING in r.output
+
+
+# ------------------------------------------------------------------------------------------
+# preflight: every model checked before any is loaded, no hub retries
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE unset, an empty cache, and a hub endpoint nobody listens on."""
+    import socket
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    with socket.socket() as s:  # a free local port: connecting to it is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+
+
+def test_hub_reachable_probe(unreachable_hub):
+    from scenescape.backends.models import hub_reachable
+
+    assert hub_reachable() is False
+    import socket
+
+    with socket.socket() as srv:  # a listening socket counts as reachable
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        import os
+
+        os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{srv.getsockname()[1]}"
+        assert hub_reachable() is True
+
+
+def test_generate_gpu_quality_unreachable_hub_lists_all_models(unreachable_hub, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "scenescape", "generate", "a cozy library", "--config",
+                        str(ROOT / "configs" / "gpu-quality.yaml"), "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: 3 model(s)"), r.stderr
+    for model in ("depth-anything/Depth-Anything-V2-Small-hf", "stabilityai/stable-diffusion-2-inpainting",
+                  "stabilityai/stable-diffusion-2-1-base"):
+        assert model in r.stderr.splitlines()[0]          # all three named in the first line
+        assert f"hf download {model}" in r.stderr         # with the command that fetches each
+    assert "cannot be reached" in r.stderr
+    assert "Retrying" not in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()                               # nothing written
+
+
+def test_object_preflight_names_the_guidance_model(unreachable_hub, tmp_path):
+    r = _runner().invoke(cli, ["object", "a mug", "--config", str(ROOT / "configs" / "object" / "sds-cpu-small.yaml"),
+                               "--out", str(tmp_path / "obj"), "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert "stabilityai/stable-diffusion-2-1-base" in r.output and "hf download" in r.output
+    assert not (tmp_path / "obj").exists()
+
+
+def test_preflight_passes_when_every_model_is_a_folder(tiny, unreachable_hub):
+    from scenescape.backends.models import preflight_models
+    from scenescape.config import load_config
+    from scenescape.pipelines.scene import SceneConfig
+
+    cfg = load_config(SceneConfig, ROOT / "configs" / "gpu-quality.yaml", [
+        f"inpainter.options.model={tiny['inpaint']}", f"depth.options.model={tiny['depth']}",
+        f"text_to_image.options.model={tiny['inpaint']}"])
+    assert len(preflight_models(cfg)) == 2  # all present (one folder serves two sections): no hub, no error
+    cfg = load_config(SceneConfig, ROOT / "configs" / "gpu-quality.yaml", [f"depth.options.model={tiny['depth']}"])
+    with pytest.raises(ModelNotFoundError) as e:
+        preflight_models(cfg)
+    first = str(e.value).splitlines()[0]
+    assert "2 model(s)" in first and "Depth-Anything" not in first
+
+
+def test_preflight_of_a_batch_names_each_missing_model_once(unreachable_hub):
+    from scenescape.backends.models import preflight_models
+    from scenescape.config import load_config
+    from scenescape.pipelines.object import ObjectConfig
+    from scenescape.pipelines.scene import SceneConfig
+
+    jobs = [load_config(SceneConfig, ROOT / "configs" / "gpu-quality.yaml"),
+            load_config(SceneConfig, ROOT / "configs" / "gpu-fast.yaml"),
+            load_config(ObjectConfig, ROOT / "configs" / "object" / "sds-cpu-small.yaml")]
+    with pytest.raises(ModelNotFoundError) as e:
+        preflight_models(jobs)
+    msg = str(e.value)
+    first = msg.splitlines()[0]
+    assert first.startswith("3 model(s)")  # SD-2.1-base (t2i and object guidance) and SD-2 inpainting once each
+    assert msg.count("hf download stabilityai/stable-diffusion-2-1-base ") == 1
+    assert "Depth-Anything-V2-Small-hf" in first and "stable-diffusion-2-inpainting" in first

@@ -135,3 +135,51 @@ def test_recipe_main_runs_at_small_size(tmp_path):
     assert res.steps == 3 and len(res.losses) == 3
     assert {"checkpoint", "mesh_glb", "video"} <= set(res.files)
     assert (tmp_path / "ball" / "mesh.glb").is_file() and not (tmp_path / "ball" / "mesh.obj").exists()
+
+
+_ANALYTIC_TINY = ["resolution=16", "nerf.levels=4", "nerf.log2_hashmap_size=12", "nerf.max_resolution=64",
+                  "nerf.hidden=16", "render.num_samples=12", "render.num_importance=4", "output.video_frames=3",
+                  "output.video_size=16", "output.mesh_resolution=16", "output.checkpoint_every=0"]
+
+
+def _analytic(*args):
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "object" / "analytic-cpu.yaml"
+    return CliRunner().invoke(cli, ["object", "an analytic object", "--config", str(cfg), "--quiet",
+                                    *[str(a) for a in args], *_ANALYTIC_TINY], catch_exceptions=False)
+
+
+@pytest.mark.slow
+def test_object_always_writes_its_outputs_or_says_why(tmp_path):
+    # the shipped CPU config writes the documented outputs (mesh, video, checkpoint) by default
+    out = tmp_path / "a"
+    res = _analytic("--out", out, "--steps", 3)
+    assert res.exit_code == 0, res.output
+    for name in ("checkpoint.pt", "mesh.glb", "mesh.obj", "mesh.ply", "video.mp4"):
+        assert (out / name).is_file(), name
+    assert "warning:" not in res.output
+
+    # no surface at the threshold: the video and checkpoint are written, the mesh is not, and a
+    # warning line says so with the threshold used and the key that changes it
+    out = tmp_path / "b"
+    res = _analytic("--out", out, "--steps", 3, "output.mesh_threshold=1e9")
+    assert res.exit_code == 0, res.output
+    assert (out / "video.mp4").is_file() and (out / "checkpoint.pt").is_file()
+    assert not list(out.glob("mesh.*"))
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("warning: mesh not written")]
+    assert len(lines) == 1 and "1e+09" in lines[0] and "output.mesh_threshold" in lines[0], res.output
+    assert f"--export {out}" in lines[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["not_written"]) == {"mesh"}
+
+    # export switched off: both outputs named, with the command that writes them
+    out = tmp_path / "c"
+    res = _analytic("--out", out, "--steps", 2, "output.export=false")
+    assert res.exit_code == 0
+    warns = [ln for ln in res.output.splitlines() if ln.startswith("warning:")]
+    assert [w.split(" not written")[0] for w in warns] == ["warning: mesh", "warning: video"]
+    assert all("output.export is false" in w for w in warns)
+    res = _invoke("object", "--export", out)  # ... and that command writes them
+    assert res.exit_code == 0 and (out / "mesh.glb").is_file() and (out / "video.mp4").is_file()
+    assert json.loads((out / "summary.json").read_text())["not_written"] == {}

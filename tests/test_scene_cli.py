@@ -109,6 +109,12 @@ def test_generate_photo_without_depth_uses_the_prior(tmp_path, photo):
     assert res.exit_code == 0, _text(res)
     man = json.loads((out / "manifest.json").read_text())
     assert man["backends"]["first_depth"]["name"] == "prior"
+    # the CLI says that the prior is a layout guess and how to give real depth
+    warn = [ln for ln in _text(res).splitlines() if ln.startswith("warning:") and "layout prior" in ln]
+    assert len(warn) == 1 and "--init-depth" in warn[0] and "depth model" in warn[0]
+    res = invoke("generate", "--config", TINY, "--image", photo / "image.png", "--init-depth", photo / "depth.npy",
+                 "--out", tmp_path / "r2", "--quiet", "frames=2")
+    assert res.exit_code == 0 and "layout prior" not in _text(res)  # with depth: no such warning
 
 
 def test_generate_with_explicit_camera_file(tmp_path, photo):
@@ -287,3 +293,75 @@ def test_demo_start_frame_from_samples_matches_the_synthetic_fallback():
     assert "synthetic" in source2 and cam == cam2
     assert np.abs(img - img2).max() <= 1 / 255 + 1e-6  # the PNG is 8-bit
     assert np.allclose(depth, depth2, rtol=1e-6)
+
+
+def test_depth_pngs_share_one_colour_scale(tiny_run):
+    """depth/NNNN.png use the run's one scale (fixed from frame 0, stored in depth/colour_scale.json)."""
+    import imageio.v3 as iio
+
+    from scenescape.io import colorize_depth, depth_color_range, read_json
+
+    scale = read_json(tiny_run / "depth" / "colour_scale.json")
+    d0 = np.load(tiny_run / "depth" / "0000.npy")
+    assert (scale["near"], scale["far"]) == pytest.approx(depth_color_range(d0))
+    pngs = sorted((tiny_run / "depth").glob("*.png"))
+    assert len(pngs) == 4
+    for p in pngs:
+        d = np.load(p.with_suffix(".npy"))
+        expect = colorize_depth(d, depth_range=(scale["near"], scale["far"]))
+        assert np.array_equal(iio.imread(p)[..., :3], expect), p.name
+    # a per-frame scale would differ on the last frame: the run's scale is not the frame's own
+    d3 = np.load(pngs[-1].with_suffix(".npy"))
+    if depth_color_range(d3) != pytest.approx((scale["near"], scale["far"])):
+        assert not np.array_equal(iio.imread(pngs[-1])[..., :3], colorize_depth(d3))
+
+
+def test_colorize_depth_fixed_range_maps_equal_depths_to_equal_colours():
+    from scenescape.io import colorize_depth
+
+    a = np.full((4, 4), 2.0, np.float32)
+    b = a.copy()
+    b[0, 0] = 20.0  # a far pixel changes a per-image scale, not a fixed one
+    fixed = (1.0, 10.0)
+    assert np.array_equal(colorize_depth(a, depth_range=fixed)[1:, 1:], colorize_depth(b, depth_range=fixed)[1:, 1:])
+    near = colorize_depth(np.full((2, 2), 1.0, np.float32), depth_range=fixed)[0, 0]
+    far = colorize_depth(np.full((2, 2), 10.0, np.float32), depth_range=fixed)[0, 0]
+    assert not np.array_equal(near, far)
+    with pytest.raises(ValueError, match="depth_range"):
+        colorize_depth(a, depth_range=(5.0, 1.0))
+
+
+def test_render_presets_stay_where_the_run_saw(tmp_path):
+    """`render --trajectory orbit --frames 90` (the README's example) keeps the view on the saved scene."""
+    from scenescape.cli.scene import fit_preset_to_run
+    from scenescape.geometry.camera import cameras_from_json
+    from scenescape.geometry.mesh import SceneMesh
+    from scenescape.geometry.raster import render_mesh
+    from scenescape.io import read_json
+    from scenescape.trajectories import TrajectoryConfig, build_trajectory
+
+    run = tmp_path / "demo"
+    assert invoke("demo", "--out", run, "--frames", 6, "--size", 64, "--quiet").exit_code == 0
+    res = invoke("render", run / "mesh.ply", "--trajectory", "orbit", "--frames", 90, "-o", tmp_path / "o.mp4")
+    assert res.exit_code == 0, _text(res)
+    assert "orbit shortened" in _text(res) and "angle_step=" in _text(res)
+    assert read_video(tmp_path / "o.mp4").shape[0] == 90
+
+    cams = cameras_from_json(read_json(run / "cameras.json"))
+    mesh = SceneMesh.load(run / "mesh.ply")
+    w2c = cams[0].world_to_camera
+    z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
+    scale = float(z[z > 0].median())  # what render uses
+
+    def coverage(spec) -> float:
+        path = build_trajectory(spec, cams[0], 90, scale)
+        return float(np.mean([render_mesh(mesh, c).mask.float().mean().item() for c in path[::10]]))
+
+    fitted = fit_preset_to_run("orbit", 90, cams, scale)
+    assert set(fitted) == {"angle_step", "radius"} and abs(fitted["angle_step"]) < 0.02 and fitted["radius"] < 1
+    assert coverage(TrajectoryConfig("orbit", fitted)) > 0.97           # on the scene all the way
+    assert coverage("orbit") < coverage(TrajectoryConfig("orbit", fitted)) - 0.1  # the raw preset leaves it
+    walk = fit_preset_to_run("forward", 90, cams, scale)
+    centres = np.stack([np.linalg.inv(c.world_to_camera.double().numpy())[:3, 3] for c in cams])
+    reach = float(np.linalg.norm(centres - centres[0], axis=1).max())
+    assert walk["step"] * scale * 89 == pytest.approx(max(reach, 0.05 * scale), rel=1e-6)  # no further than the run

@@ -199,6 +199,177 @@ def load_pretrained(loader: Any, model_id: str, kind: str, *, weights: bool = Tr
         raise _not_found(model_id, kind, f"loading failed: {msg[:300]}") from None
 
 
+# ---------------------------------------------------------------------------------------------
+# What a config needs, and the preflight check every command runs before loading any model
+# ---------------------------------------------------------------------------------------------
+
+# Config section -> registry attribute in scenescape.backends.
+_SECTIONS = {"depth": "DEPTH", "first_depth": "DEPTH", "inpainter": "INPAINTERS", "text_to_image": "TEXT_TO_IMAGE",
+             "guidance": "GUIDANCE"}
+# Registered names known to load a model, for classes that do not say so with ``MODEL_KIND``.
+_KNOWN_KINDS = {
+    ("depth", "transformers"): "transformers",
+    ("first_depth", "transformers"): "transformers",
+    ("inpainter", "diffusers"): "diffusers",
+    ("text_to_image", "diffusers"): "diffusers",
+    ("guidance", "stable_diffusion"): "diffusers",
+}
+_MODEL_KEYS = ("model", "model_id", "pretrained_model_name_or_path")
+
+
+@dataclasses.dataclass
+class Requirement:
+    """One model a config needs: where in the config, which backend, which id, which kind."""
+
+    section: str
+    backend: str
+    model_id: str
+    kind: str
+
+
+def _sections(data: Any, path: str = "") -> list[tuple[str, str, dict]]:
+    """Every ``{name, options, ...}`` mapping (a backend section) in a plain config dict: (dotted path, name, options)."""
+    out: list[tuple[str, str, dict]] = []
+    if isinstance(data, dict):
+        if {"name", "options"} <= set(data) and isinstance(data.get("options"), dict):
+            out.append((path, str(data["name"] or ""), data["options"]))
+            return out
+        for k, v in data.items():
+            out.extend(_sections(v, f"{path}.{k}" if path else str(k)))
+    return out
+
+
+def required_models(cfg: Any) -> list[Requirement]:
+    """The models a (scene or object) config needs, from its backend sections.
+
+    A backend needs a model when its class has ``MODEL_KIND`` (``"diffusers"`` or
+    ``"transformers"``) or is one of the built-in model backends; the id is the section's
+    ``options.model`` or the class's default. Unknown option keys are :class:`ConfigError` here too.
+    """
+    import scenescape.backends as backends
+    from scenescape.config import from_dict, to_dict
+
+    reqs: list[Requirement] = []
+    for path, name, options in _sections(to_dict(cfg)):
+        if not name:
+            continue
+        leaf = path.rsplit(".", 1)[-1]
+        reg_name = _SECTIONS.get(leaf)
+        if reg_name is None:
+            continue
+        cls = getattr(backends, reg_name).get(name)
+        kind = getattr(cls, "MODEL_KIND", None) or _KNOWN_KINDS.get((leaf, name))
+        if kind is None:
+            continue
+        cfg_cls = getattr(cls, "Config", None)
+        typed = cfg_cls is not None and dataclasses.is_dataclass(cfg_cls)
+        if typed:
+            from_dict(cfg_cls, options, where=f"{path}.options")
+        model_id = next((str(options[k]) for k in _MODEL_KEYS if options.get(k)), None)
+        if model_id is None and typed:
+            defaults = cfg_cls()
+            model_id = next((str(getattr(defaults, k)) for k in _MODEL_KEYS if getattr(defaults, k, None)), None)
+        if model_id:
+            reqs.append(Requirement(path, name, model_id, kind))
+    return reqs
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face hub's address (``HF_ENDPOINT``, default ``https://huggingface.co``)."""
+    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+
+
+def hub_reachable(timeout: float | None = None) -> bool:
+    """Can a TCP connection to the hub be opened within ``timeout`` seconds (name lookup included)?
+
+    ``timeout`` defaults to ``SCENESCAPE_HUB_TIMEOUT`` or 1.5 s. Never raises; never waits longer
+    than the timeout (a hanging name lookup is abandoned on a daemon thread).
+    """
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("SCENESCAPE_HUB_TIMEOUT", "1.5"))
+        except ValueError:
+            timeout = 1.5
+    url = urlsplit(hub_endpoint())
+    host = url.hostname
+    if not host:
+        return False
+    port = url.port or (443 if url.scheme != "http" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.1)
+    return bool(result and result[0])
+
+
+def missing_models_message(missing: list[tuple[Requirement, ModelStatus]], why: str) -> str:
+    """One message naming every missing model, why it cannot be had now, and how to fetch it."""
+    ids = ", ".join(r.model_id for r, _ in missing)
+    lines = [f"{len(missing)} model(s) this config needs {'is' if len(missing) == 1 else 'are'} not available "
+             f"({why}): {ids}. Nothing was loaded."]
+    for r, st in missing:
+        lines.append(f"  {r.section} ({r.backend}): {r.model_id}: {st.location}")
+    hub = [r for r, _ in missing if not looks_like_path(r.model_id)]
+    if hub:
+        lines.append("Fetch them on a machine with network access and copy the Hugging Face cache "
+                     "(~/.cache/huggingface) here:")
+        lines.extend(f"  {fetch_command(r.model_id, r.kind)}" for r in hub)
+        lines.append("  (or `scenescape models --download` with the same --config and key=value arguments)")
+    if len(hub) < len(missing):
+        lines.append("A model given as a folder must exist and hold what save_pretrained writes.")
+    return "\n".join(lines)
+
+
+def preflight_models(cfg: Any, *, check_hub: bool = True) -> list[Requirement]:
+    """Check every model ``cfg`` needs before any is loaded; returns the requirements.
+
+    * Every model present (a folder, or the Hugging Face cache): returns.
+    * A configured folder missing or incomplete: :class:`ModelNotFoundError`.
+    * Hub ids not cached: allowed only when the hub may be used and answers; with ``HF_HUB_OFFLINE``
+      set, or when :func:`hub_reachable` fails (about 1.5 s at most), one
+      :class:`ModelNotFoundError` lists every missing model with its fetch command, instead of the
+      hub client's retries (the reachability check is made only when something must be downloaded).
+
+    ``cfg`` is any config dataclass (scene, object) with ``{name, options}`` backend sections, or a
+    list of them (a batch: every job's models are checked together, each model once, and one message
+    names all that are missing). ``scenescape generate`` and ``scenescape object`` call this first.
+    """
+    configs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+    reqs, seen = [], set()
+    for c in configs:
+        for r in required_models(c):
+            if (r.model_id, r.kind) not in seen:
+                seen.add((r.model_id, r.kind))
+                reqs.append(r)
+    statuses = [(r, model_status(r.model_id, r.kind)) for r in reqs]
+    missing = [(r, st) for r, st in statuses if not st.present]
+    folders = [(r, st) for r, st in missing if looks_like_path(r.model_id)]
+    if not missing:
+        return reqs
+    if folders and len(folders) == len(missing):
+        raise ModelNotFoundError(missing_models_message(missing, "a configured folder is missing or incomplete"))
+    if hub_offline():
+        raise ModelNotFoundError(missing_models_message(missing, "HF_HUB_OFFLINE is set"))
+    if check_hub and not hub_reachable():
+        raise ModelNotFoundError(missing_models_message(
+            missing, f"not cached, and the Hugging Face hub ({hub_endpoint()}) cannot be reached"))
+    if folders:
+        raise ModelNotFoundError(missing_models_message(missing, "a configured folder is missing or incomplete"))
+    return reqs  # the hub answers: from_pretrained downloads the missing ids into the cache
+
+
 def backend_config(cls: Any, config: Any, device: Any, kwargs: dict) -> Any:
     """A model backend's config: ``config`` (or ``cls.Config(**kwargs)``), with ``device`` (the
     pipeline's) filled in unless the options name a device themselves."""

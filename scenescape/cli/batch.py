@@ -2,7 +2,7 @@
 
 Examples::
 
-    scenescape batch configs/batch-example.yaml --out runs/batch            # local Ray instance
+    scenescape batch samples/batch-example.yaml --out runs/batch            # local Ray instance
     scenescape batch jobs.yaml --address auto --gpus-per-run 1 --out /shared/runs/sweep   # on a cluster
     scenescape batch jobs.yaml --out runs/batch --check                     # validate only
 
@@ -66,6 +66,10 @@ def batch(jobs_file: str, out_dir: str | None, address: str | None, gpus_per_run
                     state = f"error: {e}"
             click.echo(f"{job.name}: {job.mode}, {state}, cpus={job.cpus:g} gpus={job.gpus:g}")
         sys.exit(1 if any(j.error for j in jobs) else 0)
+    from scenescape.backends.models import preflight_models
+
+    # every model of every job checked once, before any worker loads one; all missing in one message
+    preflight_models([job.config for job in jobs if not job.error])
     click.echo(f"{len(jobs)} jobs -> {out}")
     result = run_batch(jobs, out, address=address, retries=n_retries, max_parallel=max_parallel,
                        local_cpus=local_cpus, on_progress=lambda p: click.echo(p.line()))

@@ -14,87 +14,13 @@ is missing (the command that fetches it is printed), 2 on a bad config.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Any
 
 import click
 
-from scenescape.config import ConfigError, from_dict, load_config, to_dict
-
-# Config section -> registry attribute in scenescape.backends.
-_SECTIONS = {"depth": "DEPTH", "inpainter": "INPAINTERS", "text_to_image": "TEXT_TO_IMAGE", "guidance": "GUIDANCE"}
-# Registered names known to load a model, for classes that do not say so with ``MODEL_KIND``.
-_KNOWN_KINDS = {
-    ("depth", "transformers"): "transformers",
-    ("inpainter", "diffusers"): "diffusers",
-    ("text_to_image", "diffusers"): "diffusers",
-    ("guidance", "stable_diffusion"): "diffusers",
-}
-_MODEL_KEYS = ("model", "model_id", "pretrained_model_name_or_path")
-
-
-@dataclasses.dataclass
-class Requirement:
-    """One model a config needs: where in the config, which backend, which id, which kind."""
-
-    section: str
-    backend: str
-    model_id: str
-    kind: str
-
-
-def _sections(data: Any, path: str = "") -> list[tuple[str, str, dict]]:
-    """Every ``{name, options, ...}`` mapping (a backend section) in a plain config dict: (dotted path, name, options)."""
-    out: list[tuple[str, str, dict]] = []
-    if isinstance(data, dict):
-        if {"name", "options"} <= set(data) and isinstance(data.get("options"), dict):
-            out.append((path, str(data["name"] or ""), data["options"]))
-            return out
-        for k, v in data.items():
-            out.extend(_sections(v, f"{path}.{k}" if path else str(k)))
-    return out
-
-
-def required_models(cfg: Any) -> list[Requirement]:
-    """The models a (scene or object) config needs, from its backend sections.
-
-    A backend needs a model when its class has ``MODEL_KIND`` (``"diffusers"`` or
-    ``"transformers"``) or is one of the built-in model backends; the id is the section's
-    ``options.model`` or the class's default.
-    """
-    import scenescape.backends as backends
-
-    reqs: list[Requirement] = []
-    for path, name, options in _sections(to_dict(cfg)):
-        if not name:
-            continue
-        leaf = path.rsplit(".", 1)[-1]
-        reg_name = _SECTIONS.get(leaf)
-        if reg_name is None:
-            continue
-        cls = getattr(backends, reg_name).get(name)
-        kind = getattr(cls, "MODEL_KIND", None) or _KNOWN_KINDS.get((leaf, name))
-        if kind is None:
-            continue
-        cfg_cls = getattr(cls, "Config", None)
-        if cfg_cls is not None and dataclasses.is_dataclass(cfg_cls):
-            from_dict(cfg_cls, options, where=f"{path}.options")  # unknown option keys are errors here too
-        model_id = None
-        for key in _MODEL_KEYS:
-            if options.get(key):
-                model_id = str(options[key])
-                break
-        if model_id is None:
-            if cfg_cls is not None and dataclasses.is_dataclass(cfg_cls):
-                defaults = cfg_cls()
-                for key in _MODEL_KEYS:
-                    if getattr(defaults, key, None):
-                        model_id = str(getattr(defaults, key))
-                        break
-        if model_id:
-            reqs.append(Requirement(path, name, model_id, kind))
-    return reqs
+from scenescape.backends.models import Requirement, required_models
+from scenescape.config import ConfigError, load_config
 
 
 def _load(config_path: str | None, overrides: tuple[str, ...], object_mode: bool) -> Any:
@@ -155,3 +81,4 @@ def models(config_path: str | None, object_mode: bool, download: bool, overrides
 
 
 COMMANDS = [models]
+__all__ = ["COMMANDS", "Requirement", "required_models"]

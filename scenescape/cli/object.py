@@ -39,9 +39,11 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
         items = list(overrides)
         if prompt is not None:  # with --export every positional argument is an override
             items = [prompt, *items]
-        files = export_run(export_dir, items)
+        not_written: dict[str, str] = {}
+        files = export_run(export_dir, items, not_written)
         for name, path in files.items():
             click.echo(f"{name}: {path}")
+        _warn_not_written(not_written)
         return
     if prompt is None:
         raise click.UsageError('a PROMPT is required, e.g. scenescape object "a ceramic mug"')
@@ -58,10 +60,20 @@ def object_cmd(prompt: str | None, overrides: tuple[str, ...], config_path: str 
     if quiet:
         items.append("progress=false")
     cfg = ObjectConfig.load(config_path, items)
+    from scenescape.backends.models import preflight_models
+
+    preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
     result = ObjectPipeline(cfg).run(prompt, out_dir, resume=resume)
     click.echo(f"run folder: {result.out_dir}")
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
+    _warn_not_written(result.not_written)
+
+
+def _warn_not_written(not_written: dict[str, str]) -> None:
+    """One ``warning:`` line per documented output (mesh, video) that was not written, with why."""
+    for name, why in not_written.items():
+        click.echo(f"warning: {name} not written: {why}", err=True)
 
 
 COMMANDS = [object_cmd]

@@ -92,6 +92,21 @@ def _load_inputs(cfg: Any, image: str | None, init_depth: str | None) -> tuple[A
     return load_start_inputs(cfg, image, init_depth)
 
 
+def _prior_notice(cfg: Any, image: Any, depth: Any, quiet: bool) -> None:
+    """A photo without depth whose first depth comes from the layout prior: say what that means."""
+    if image is None or depth is not None:
+        return
+    name = cfg.first_depth.name or cfg.depth.name
+    if name != "prior":
+        return
+    click.echo("warning: the photo has no depth, so its depth is the offline layout prior: a guess of a floor, "
+               "side walls and a far wall from the image's vanishing lines and horizon, not a measurement; "
+               "objects in the photo become flat paint on those planes. "
+               "For real geometry pass --init-depth DEPTH (.npy z-depth or 16-bit PNG in mm) or use a depth "
+               "model (--config configs/gpu-quality.yaml, or first_depth.name=transformers; see `scenescape models`).",
+               err=True)
+
+
 def _run_pipeline(pipe: Any, quiet: bool, **kwargs: Any) -> Any:
     times: list[float] = []
 
@@ -139,6 +154,7 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
 
     Extra KEY=VALUE arguments override the config (e.g. seed=3 inpainter.options.method=ns).
     """
+    from scenescape.backends.models import preflight_models
     from scenescape.pipelines.scene import SceneConfig, ScenePipeline
 
     _show_warnings(quiet)
@@ -159,6 +175,7 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
             cfg = SceneConfig.load(run.config_path)
         except ValueError as e:
             raise RunError(f"cannot resume: the run's config '{run.config_path}' is invalid: {e}") from e
+        preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
         pipe = ScenePipeline.from_config(cfg)
         _echo(f"resuming {run.path}", quiet)
         result = _run_pipeline(pipe, quiet, out_dir=run.path, resume=True)
@@ -179,6 +196,8 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RunError(f"output folder '{out_dir}' already exists; pass --resume {out_dir} to continue it, "
                        "--overwrite to replace it, or choose another --out")
+    preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
+    _prior_notice(cfg, img, depth, quiet)
     pipe = ScenePipeline.from_config(cfg)
     result = _run_pipeline(pipe, quiet, prompt=cfg.prompt, init_image=img, init_depth=depth, out_dir=out_dir,
                            overwrite=overwrite, start_camera=start)
@@ -281,6 +300,59 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
 # render / export
 # ---------------------------------------------------------------------------------------------
 
+# preset -> (distance parameter, angle parameter) that fit_preset_to_run may shorten
+_FIT = {"forward": ("step", None), "backward": ("step", None), "lateral": ("step", None),
+        "forward_yaw": ("step", None), "scenescape": ("step", None), "spiral": ("step", None),
+        "orbit": (None, "angle_step")}
+
+
+def fit_preset_to_run(name: str, frames: int, run_cameras: list[Any], scene_scale: float) -> dict[str, float]:
+    """Preset parameters that keep a re-render where the run's cameras were.
+
+    A preset's default per-frame motion is made for generating (it walks into new space); a re-render
+    of the saved mesh should stay where the run saw, or it shows empty (black) space and the edges of
+    the mesh. The total motion over ``frames`` is therefore capped: a translation (``step``) at the
+    run's largest camera distance from its first camera (at least 0.05 x ``scene_scale``), an orbit's
+    angle (``angle_step``, turning the way the run turned) at the run's largest yaw from its first camera
+    (at least 0.05 rad) and its ``radius`` so that the sideways travel (radius x angle) stays within that distance.
+    Returns only the parameters that had to shrink (``{}``: the defaults fit).
+    """
+    import inspect
+
+    import numpy as np
+
+    from scenescape.trajectories import PRESETS
+
+    if name not in _FIT or len(run_cameras) < 1 or frames < 2:
+        return {}
+    dist_key, angle_key = _FIT[name]
+    defaults = {k: p.default for k, p in inspect.signature(PRESETS[name]).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    c2w = [np.linalg.inv(c.world_to_camera.double().cpu().numpy()) for c in run_cameras]
+    centres = np.stack([m[:3, 3] for m in c2w])
+    dirs = np.stack([m[:3, 2] for m in c2w])
+    reach = float(np.linalg.norm(centres - centres[0], axis=1).max())
+    # signed turn about the first camera's down axis (an orbit turns by -angle_step per frame about it)
+    yaw = np.arctan2(np.cross(dirs[0], dirs) @ c2w[0][:3, 1], dirs @ dirs[0])
+    k = int(np.argmax(np.abs(yaw)))
+    turn, sign = float(abs(yaw[k])), (-1.0 if yaw[k] > 0 else 1.0)
+    out: dict[str, float] = {}
+    steps = frames - 1
+    if dist_key is not None:
+        cap = max(reach, 0.05 * scene_scale) / (scene_scale * steps)
+        if cap < defaults[dist_key]:
+            out[dist_key] = cap
+    if angle_key is not None:
+        angle = min(max(turn, 0.05) / steps, defaults[angle_key])
+        if angle < defaults[angle_key]:
+            out[angle_key] = sign * angle  # turning the way the run turned
+        # an orbit also moves the camera sideways by radius x angle: no further than the run went
+        radius = max(reach, 0.05 * scene_scale) / (angle * steps * scene_scale)
+        if radius < defaults["radius"]:
+            out["radius"] = radius
+    return out
+
+
 @click.command()
 @click.argument("mesh_path", metavar="MESH", type=click.Path(dir_okay=False))
 @click.option("--trajectory", required=True, help="Preset name or trajectory file (explicit cameras, segments).")
@@ -293,10 +365,17 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
                                                  "start camera).")
 @click.option("--fps", type=float, default=10.0, show_default=True)
 @click.option("--supersample", type=int, default=1, show_default=True)
+@click.option("--fit/--no-fit", default=True, show_default=True,
+              help="Shorten a preset's motion so the path stays where the run's cameras (cameras.json next to "
+                   "MESH) were; --no-fit keeps the preset's own per-frame motion.")
 @click.option("--quiet", is_flag=True)
 def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_path: str | None,
-           scene_scale: float | None, fps: float, supersample: int, quiet: bool) -> None:
-    """Re-render a saved scene MESH (.ply/.glb/.obj/.npz) along any camera path into a video."""
+           scene_scale: float | None, fps: float, supersample: int, fit: bool, quiet: bool) -> None:
+    """Re-render a saved scene MESH (.ply/.glb/.obj/.npz) along any camera path into a video.
+
+    Per frame this draws the whole final mesh (every frame's geometry), while generate draws the mesh
+    as it grows, so a frame here costs more than one frame of generate (about 1.5x for the demo).
+    """
     import numpy as np
     import torch
 
@@ -311,10 +390,13 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
     if out.suffix.lower() not in (".mp4", ".gif"):
         raise InputError(f"output '{out}' must end in .mp4 or .gif")
     mesh = load_mesh(mesh_path)
+    run_cams = None
+    if (Path(mesh_path).parent / "cameras.json").is_file():
+        run_cams = cameras_from_file_json(read_json(Path(mesh_path).parent / "cameras.json"))
     if camera_path:
         start = _load_camera(camera_path)
-    elif (Path(mesh_path).parent / "cameras.json").is_file():
-        start = cameras_from_file_json(read_json(Path(mesh_path).parent / "cameras.json"))[0]
+    elif run_cams:
+        start = run_cams[0]
     else:
         start = Camera(500.0, 500.0, 256.0, 256.0, 512, 512)
     if scene_scale is None:
@@ -324,9 +406,19 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
         scene_scale = float(z.median()) if z.numel() else 1.0
     from scenescape.trajectories import looks_like_path
 
+    spec: Any = trajectory
     if frames is None and not looks_like_path(trajectory):
         frames = 60
-    cams = build_trajectory(trajectory, start, frames, scene_scale)
+    if fit and run_cams and not looks_like_path(trajectory):
+        params = fit_preset_to_run(trajectory, frames, run_cams, scene_scale)
+        if params:
+            from scenescape.trajectories import TrajectoryConfig
+
+            spec = TrajectoryConfig(trajectory, params)
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in params.items())
+            _echo(f"render: {trajectory} shortened to stay where the run's cameras were ({shown}); "
+                  "--no-fit keeps the preset's own motion", quiet)
+    cams = build_trajectory(spec, start, frames, scene_scale)
     images = []
     it = cams
     if not quiet:

@@ -185,8 +185,24 @@ def load_depth(path: PathLike, shape: tuple[int, int] | None = None) -> np.ndarr
     return d
 
 
-def colorize_depth(depth: Any, mask: Any = None) -> np.ndarray:
-    """``(H, W)`` depth -> ``(H, W, 3)`` uint8 false-colour image (near bright, far dark; 0 = black)."""
+def depth_color_range(depth: Any, mask: Any = None) -> tuple[float, float]:
+    """``(near, far)`` z-depth limits of :func:`colorize_depth`'s scale for this depth map: the 1st and
+    99th percentiles of its inverse depth over valid (> 0) pixels; ``(1, 1)`` when nothing is valid."""
+    d = to_numpy(depth).astype(np.float32)
+    valid = d > 0 if mask is None else to_numpy(mask).astype(bool) & (d > 0)
+    if not valid.any():
+        return 1.0, 1.0
+    lo, hi = np.percentile(1.0 / d[valid], [1, 99])
+    return float(1.0 / hi), float(1.0 / max(lo, 1e-12))
+
+
+def colorize_depth(depth: Any, mask: Any = None, depth_range: tuple[float, float] | None = None) -> np.ndarray:
+    """``(H, W)`` depth -> ``(H, W, 3)`` uint8 false-colour image (near bright, far dark; 0 = black).
+
+    The colours are linear in inverse depth (turbo colour map) between ``depth_range = (near, far)``
+    (clipped outside); ``None`` = :func:`depth_color_range` of this map (a scale per image). Pass one
+    range for every frame of a sequence so a colour means the same depth in all of them.
+    """
     import cv2
 
     d = to_numpy(depth).astype(np.float32)
@@ -195,7 +211,10 @@ def colorize_depth(depth: Any, mask: Any = None) -> np.ndarray:
     if valid.any():
         inv = np.zeros_like(d)
         inv[valid] = 1.0 / d[valid]
-        lo, hi = np.percentile(inv[valid], [1, 99])
+        near, far = depth_range if depth_range is not None else depth_color_range(d, valid)
+        if not (np.isfinite(near) and np.isfinite(far) and 0 < near <= far):
+            raise InputError(f"depth_range must be (near, far) with 0 < near <= far, got {depth_range}")
+        lo, hi = 1.0 / far, 1.0 / near
         norm = np.clip((inv - lo) / max(hi - lo, 1e-8), 0, 1)
         col = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
         out[valid] = col[valid]

@@ -257,7 +257,7 @@ def load_jobs(path: str | Path, cpus_per_run: float = 1.0, gpus_per_run: float =
     except ConfigError as e:
         raise ConfigError(f"jobs file '{p}': {e}") from e
     if not bf.jobs:
-        raise ConfigError(f"jobs file '{p}' has no jobs: add a 'jobs:' list (see configs/batch-example.yaml)")
+        raise ConfigError(f"jobs file '{p}' has no jobs: add a 'jobs:' list (see samples/batch-example.yaml)")
     if bf.retries is not None and bf.retries < 0:
         raise ConfigError(f"jobs file '{p}': retries must be >= 0, got {bf.retries}")
     if "name" in bf.defaults:

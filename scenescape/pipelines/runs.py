@@ -39,6 +39,7 @@ import numpy as np
 from scenescape.errors import RunError
 from scenescape.io import (
     colorize_depth,
+    depth_color_range,
     load_image,
     read_json,
     save_image,
@@ -227,8 +228,31 @@ class RunFolder:
         save_image(self.frame_path(i), image)
         save_npy(self.depth_path(i), np.asarray(depth, np.float32))
         if depth_png:
-            save_image(self.depth_png_path(i), colorize_depth(depth))
+            save_image(self.depth_png_path(i), colorize_depth(depth, depth_range=self.depth_png_range(depth)))
         save_mask(self.mask_path(i), mask)
+
+    @property
+    def depth_scale_path(self) -> Path:
+        return self.path / "depth" / "colour_scale.json"
+
+    def depth_png_range(self, depth: Any) -> tuple[float, float]:
+        """The run's one colour scale for ``depth/NNNN.png``: ``(near, far)`` z-depth, fixed from the
+        first frame written (frame 0: :func:`scenescape.io.files.depth_color_range`) and stored in
+        ``depth/colour_scale.json``, so a colour means the same depth in every frame (and after --resume)."""
+        f = self.depth_scale_path
+        if f.is_file():
+            try:
+                data = read_json(f)
+                near, far = float(data["near"]), float(data["far"])
+                if 0 < near <= far < float("inf"):
+                    return near, far
+            except Exception:
+                pass
+            raise RunError(f"'{f}' is corrupt; delete it to fix the depth colour scale from the next frame written")
+        near, far = depth_color_range(depth)
+        write_json(f, {"near": near, "far": far, "space": "inverse depth, linear", "colormap": "turbo",
+                       "note": "fixed from frame 0's depth (1st-99th percentile); near = bright, far = dark"})
+        return near, far
 
     def load_frame(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(image (H,W,3) float, depth (H,W), mask (H,W) bool)`` of a written frame."""

@@ -124,15 +124,18 @@ def extract_mesh(fld: Any, resolution: int = 128, threshold: float | None = None
     bound = float(bound if bound is not None else fld.bound)
     grid = density_grid(fld, resolution, bound, chunk)
     level = auto_threshold(grid) if threshold is None else float(threshold)
-    if not grid.min() < level < grid.max():
-        raise InputError(f"mesh threshold {level:.4g} is outside the density range "
-                         f"[{grid.min():.4g}, {grid.max():.4g}]; choose output.mesh_threshold inside it")
+    how = "automatic (Otsu) level" if threshold is None else "output.mesh_threshold"
+    lo, hi = float(grid.min()), float(grid.max())
+    if not lo < level < hi:
+        raise InputError(f"mesh threshold {level:.4g} ({how}) is outside the density range "
+                         f"[{lo:.4g}, {hi:.4g}]; choose output.mesh_threshold inside it")
     spacing = (2 * bound / (resolution - 1),) * 3
     verts, faces, _, _ = marching_cubes(grid, level=level, spacing=spacing, gradient_direction="ascent")
     verts = (verts - bound).astype(np.float32)
     faces = remove_small_components(faces.astype(np.int64), verts.shape[0], min_component)
     if faces.shape[0] == 0:
-        raise InputError("marching cubes found no surface at this threshold")
+        raise InputError(f"marching cubes found no surface at density threshold {level:.4g} ({how}; density "
+                         f"range [{lo:.4g}, {hi:.4g}]); choose output.mesh_threshold inside that range")
     verts, faces = _compact(verts, faces)
     dev = _device(fld)
     vt = torch.from_numpy(verts).to(dev)
@@ -194,8 +197,14 @@ def orbit_video(fld: Any, bg: Any, cfg: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def export_run_outputs(fld: Any, bg: Any, cfg: Any, out_dir: str | Path) -> dict[str, str]:
-    """Mesh files (``output.mesh_formats``) and ``video.mp4`` in ``out_dir``; returns ``{name: path}``."""
+def export_run_outputs(fld: Any, bg: Any, cfg: Any, out_dir: str | Path,
+                       not_written: dict[str, str] | None = None) -> dict[str, str]:
+    """Mesh files (``output.mesh_formats``) and ``video.mp4`` in ``out_dir``; returns ``{name: path}``.
+
+    With ``not_written`` (a dict), a mesh that cannot be extracted (no surface at the threshold, a
+    constant density) does not stop the export: ``not_written["mesh"]`` gets the reason and how to
+    re-export, and the video is still written. Without it the :class:`InputError` propagates.
+    """
     out = Path(out_dir)
     files: dict[str, str] = {}
     was = fld.training
@@ -204,10 +213,17 @@ def export_run_outputs(fld: Any, bg: Any, cfg: Any, out_dir: str | Path) -> dict
         o = cfg.output
         from scenescape.io.meshes import save_mesh
 
-        mesh = extract_mesh(fld, o.mesh_resolution, o.mesh_threshold, min_component=o.mesh_min_component)
         cams = orbit_cameras(cfg.camera.eval_radius, cfg.camera.eval_elevation, cfg.camera.eval_fov,
                              o.video_size, o.video_frames)
-        for fmt in o.mesh_formats:
+        try:
+            mesh = extract_mesh(fld, o.mesh_resolution, o.mesh_threshold, min_component=o.mesh_min_component)
+        except InputError as e:
+            if not_written is None:
+                raise
+            mesh = None
+            not_written["mesh"] = (f"{e}, then re-export with `scenescape object --export {out} "
+                                   "output.mesh_threshold=VALUE` (or train longer)")
+        for fmt in o.mesh_formats if mesh is not None else ():
             p = out / f"mesh.{fmt}"
             save_mesh(mesh, p, frame="object", cameras=cams)
             files[f"mesh_{fmt}"] = str(p)

@@ -330,6 +330,8 @@ class ObjectResult:
     field: NeRFField
     background: Background
     seconds: float
+    not_written: dict[str, str] = field(default_factory=dict)
+    """Documented outputs that were not written (``"mesh"``, ``"video"``) -> why, and how to get them."""
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -460,17 +462,24 @@ class ObjectPipeline:
         self._save(ck_path, end, prompt, fld, bg, opt, g, losses)
         files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(out / "config.yaml")}
         do_export = cfg.output.export if export is None else export
+        not_written: dict[str, str] = {}
         if do_export and end == cfg.steps:
             from scenescape.pipelines.object.export import export_run_outputs
 
-            files.update(export_run_outputs(fld, bg, cfg, out))
+            files.update(export_run_outputs(fld, bg, cfg, out, not_written))
+        else:
+            why = (f"the run stopped at step {end} of {cfg.steps}; continue it with --resume"
+                   if end < cfg.steps else "output.export is false")
+            for name in ("mesh", "video"):
+                not_written[name] = f"{why} (write them now with `scenescape object --export {out}`)"
         seconds = time.time() - t0
         write_json(out / "summary.json", {
             "prompt": prompt, "steps": end, "target_steps": cfg.steps, "seconds": seconds,
             "seconds_per_step": seconds / max(end - start, 1), "final_loss": losses[-1] if losses else None,
             "guidance": cfg.guidance.name, "mode": cfg.guidance.options.get("mode", "sds"), "files": files,
+            "not_written": not_written,
         })
-        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds)
+        return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds, not_written)
 
     def train_step(self, step: int, prompt: str, fld: NeRFField, bg: Background, opt: torch.optim.Optimizer,
                    guidance: Any, g: torch.Generator) -> dict[str, float]:
@@ -583,10 +592,12 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ObjectPipeline, NeRFField, Bac
     return pipe, fld, bg, ck
 
 
-def export_run(run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, str]:
+def export_run(run_dir: str | os.PathLike, overrides: list[str] | None = None,
+               not_written: dict[str, str] | None = None) -> dict[str, str]:
     """Re-export mesh and video of a run folder from its checkpoint (``scenescape object --export``).
 
-    ``overrides`` are ``output.*`` keys (e.g. ``output.mesh_threshold=15``).
+    ``overrides`` are ``output.*`` keys (e.g. ``output.mesh_threshold=15``). With ``not_written`` (a
+    dict), a mesh that cannot be extracted is reported there instead of raising (the video is still written).
     """
     from scenescape.config import apply_overrides
     from scenescape.pipelines.object.export import export_run_outputs
@@ -598,10 +609,11 @@ def export_run(run_dir: str | os.PathLike, overrides: list[str] | None = None) -
         if bad:
             raise ConfigError(f"--export accepts only output.* overrides, got {bad}")
         cfg = apply_overrides(cfg, overrides)
-    files = export_run_outputs(fld, bg, cfg, Path(run_dir))
+    files = export_run_outputs(fld, bg, cfg, Path(run_dir), not_written)
     summary = Path(run_dir) / "summary.json"
     if summary.exists():
         data = read_json(summary)
         data.setdefault("files", {}).update(files)
+        data["not_written"] = dict(not_written or {})
         write_json(summary, data)
     return files
