@@ -334,10 +334,10 @@ def test_colorize_depth_fixed_range_maps_equal_depths_to_equal_colours():
 def test_render_presets_stay_where_the_run_saw(tmp_path):
     """`render --trajectory orbit --frames 90` (the README's example) keeps the view on the saved scene."""
     from scenescape.cli.scene import fit_preset_to_run
-    from scenescape.geometry.camera import cameras_from_json
     from scenescape.geometry.mesh import SceneMesh
     from scenescape.geometry.raster import render_mesh
     from scenescape.io import read_json
+    from scenescape.io.world import cameras_from_file_json
     from scenescape.trajectories import TrajectoryConfig, build_trajectory
 
     run = tmp_path / "demo"
@@ -347,7 +347,7 @@ def test_render_presets_stay_where_the_run_saw(tmp_path):
     assert "orbit shortened" in _text(res) and "angle_step=" in _text(res)
     assert read_video(tmp_path / "o.mp4").shape[0] == 90
 
-    cams = cameras_from_json(read_json(run / "cameras.json"))
+    cams = cameras_from_file_json(read_json(run / "cameras.json"))  # library frame, as the mesh
     mesh = SceneMesh.load(run / "mesh.ply")
     w2c = cams[0].world_to_camera
     z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
