@@ -123,6 +123,11 @@ def _clip():
 
 @functools.cache
 def _depth_model(arch: str):
+    return build_depth_model(arch, "meta")
+
+
+def build_depth_model(arch: str, device: str = "meta"):
+    """The depth architecture ``arch`` with random weights on ``device`` (``meta``: nothing allocated)."""
     from transformers import (
         DepthAnythingConfig,
         DepthAnythingForDepthEstimation,
@@ -131,7 +136,7 @@ def _depth_model(arch: str):
         DPTForDepthEstimation,
     )
 
-    with torch.device("meta"):
+    with torch.device(device):
         if arch == "dpt_large":
             return DPTForDepthEstimation(DPTConfig(**DPT_LARGE)).eval()
         a = DA2[arch.split("_", 1)[1]]

@@ -150,6 +150,107 @@ class SceneMesh:
         self.faces = f.contiguous()
         self.colors = c.clamp(0, 1).contiguous()
 
+    # ------------------------------------------------------------------ storage
+    # ``vertices``/``faces``/``colors`` are views of buffers with spare capacity, so that appending a frame
+    # costs what the frame adds, not a copy of the whole mesh (amortised: the buffers grow by half when full).
+    # Assigning any of them replaces its buffer (and drops the cached chunk bounds).
+    @property
+    def vertices(self) -> torch.Tensor:
+        return self._v[:self._nv]
+
+    @vertices.setter
+    def vertices(self, value: torch.Tensor) -> None:
+        self._v, self._nv = value, int(value.shape[0])
+        self._chunks = None
+
+    @property
+    def faces(self) -> torch.Tensor:
+        return self._f[:self._nf]
+
+    @faces.setter
+    def faces(self, value: torch.Tensor) -> None:
+        self._f, self._nf = value, int(value.shape[0])
+        self._chunks = None
+
+    @property
+    def colors(self) -> torch.Tensor:
+        return self._c[:self._nc]
+
+    @colors.setter
+    def colors(self, value: torch.Tensor) -> None:
+        self._c, self._nc = value, int(value.shape[0])
+
+    @staticmethod
+    def _put(buf: torch.Tensor, n: int, new: torch.Tensor) -> torch.Tensor:
+        """``buf`` (with ``n`` rows in use) holding ``new`` appended, grown by half when it is full."""
+        need = n + new.shape[0]
+        if need > buf.shape[0]:
+            grown = torch.empty((max(need, buf.shape[0] + buf.shape[0] // 2, 1024), *buf.shape[1:]),
+                                dtype=buf.dtype, device=buf.device)
+            grown[:n] = buf[:n]
+            buf = grown
+        buf[n:need] = new
+        return buf
+
+    def _append_raw(self, vertices: torch.Tensor, colors: torch.Tensor, faces: torch.Tensor) -> None:
+        """Append already-checked tensors (``faces`` index the whole mesh); keeps the chunk cache valid."""
+        chunks = self._chunks
+        if chunks is not None and (chunks[2] != self._v._version or chunks[3] != self._f._version):
+            chunks = None  # changed in place since the bounds were taken
+        self._v = self._put(self._v, self._nv, vertices.to(self._v.dtype))
+        self._c = self._put(self._c, self._nc, colors.to(self._c.dtype))
+        self._f = self._put(self._f, self._nf, faces.to(self._f.dtype))
+        self._nv += int(vertices.shape[0])
+        self._nc += int(colors.shape[0])
+        self._nf += int(faces.shape[0])
+        # appending leaves the old vertices and faces as they were: the cached bounds of full chunks still hold
+        self._chunks = None if chunks is None else (chunks[0], chunks[1], self._v._version, self._f._version)
+
+    # ------------------------------------------------------------------ chunks (frustum culling)
+    CHUNK_FACES = 4096
+
+    def face_chunks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """World-space bounding boxes of runs of ``CHUNK_FACES`` consecutive faces, for frustum culling.
+
+        Faces are appended a frame at a time in pixel order, so a run of consecutive faces is a compact
+        piece of one frame's patch (plus its seam). Bounds of full runs are cached and extended as the mesh
+        grows (each face is bounded once over a whole run); they are recomputed if the vertices or faces were
+        replaced or changed in place.
+
+        Returns:
+            ``(lo, hi, starts, ends)``: ``(B, 3)`` float32 box corners and ``(B,)`` int64 face ranges
+            ``[start, end)``, on the CPU.
+        """
+        k = self.CHUNK_FACES
+        m = self.num_faces
+        c = self._chunks
+        if c is None or c[2] != self._v._version or c[3] != self._f._version:
+            c = (torch.zeros(0, 3), torch.zeros(0, 3), self._v._version, self._f._version)
+        lo, hi = c[0], c[1]
+        full = m // k
+        if lo.shape[0] < full:
+            nlo, nhi = self._bounds(lo.shape[0] * k, full - lo.shape[0], k)
+            lo, hi = torch.cat([lo, nlo]), torch.cat([hi, nhi])
+        self._chunks = (lo, hi, self._v._version, self._f._version)
+        if m > full * k:  # the partial last run: bounded each time (fewer than CHUNK_FACES faces)
+            tlo, thi = self._bounds(full * k, 1, k)
+            lo, hi = torch.cat([lo, tlo]), torch.cat([hi, thi])
+        starts = torch.arange(lo.shape[0], dtype=torch.int64) * k
+        ends = torch.clamp(starts + k, max=m)
+        return lo, hi, starts, ends
+
+    def _bounds(self, start: int, count: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.faces[start:start + count * k]
+        n = f.shape[0]
+        p = self.vertices.index_select(0, f.reshape(-1)).view(n, 3, 3).cpu()
+        pad = count * k - n
+        lo = p.amin(1)
+        hi = p.amax(1)
+        if pad:
+            lo = torch.cat([lo, lo[-1:].expand(pad, 3)])
+            hi = torch.cat([hi, hi[-1:].expand(pad, 3)])
+        return lo.view(count, k, 3).amin(1), hi.view(count, k, 3).amax(1)
+
     # ------------------------------------------------------------------ basics
     @property
     def num_vertices(self) -> int:
@@ -178,10 +279,7 @@ class SceneMesh:
     def append(self, vertices: Any, faces: Any, colors: Any) -> None:
         """Append a mesh; its ``faces`` index its own ``vertices`` (0-based) and are offset here."""
         other = SceneMesh(vertices, faces, colors, device=self.device)
-        n = self.num_vertices
-        self.vertices = torch.cat([self.vertices, other.vertices])
-        self.colors = torch.cat([self.colors, other.colors])
-        self.faces = torch.cat([self.faces, other.faces + n])
+        self._append_raw(other.vertices, other.colors, other.faces + self.num_vertices)
 
     # ------------------------------------------------------------------ building from RGB-D
     @classmethod
@@ -266,6 +364,10 @@ class SceneMesh:
                 vid[ring_idx[:, 0], ring_idx[:, 1]] = rv[ok]
                 valid[ring_idx[:, 0], ring_idx[:, 1]] = True
         tris, dropped = grid_triangles(pts_cam, valid, m, topts)  # flat pixel ids
+        if tris.shape[0] > 1:
+            # faces in raster order of their first pixel, so that a run of consecutive faces is a compact band
+            # of rows (the chunks that frustum culling skips; see face_chunks)
+            tris = tris.index_select(0, torch.argsort(tris.amin(1), stable=True))
         flat_new = m.reshape(-1)
         # keep only new vertices that some face uses
         used = torch.zeros(h * w, dtype=torch.bool, device=device)
@@ -284,9 +386,7 @@ class SceneMesh:
         c2w = cam.camera_to_world.to(device)
         new_v = pts_cam.reshape(-1, 3)[new_pix] @ c2w[:3, :3].T + c2w[:3, 3]
         new_c = img.reshape(-1, 3)[new_pix]
-        self.vertices = torch.cat([self.vertices, new_v.float()])
-        self.colors = torch.cat([self.colors, new_c])
-        self.faces = torch.cat([self.faces, faces])
+        self._append_raw(new_v.float(), new_c, faces)
         return ExtendStats(vertices_added=int(new_v.shape[0]), faces_added=int(faces.shape[0]),
                            faces_dropped=dropped, seam_vertices=seam, pixels=int(m.sum()))
 

@@ -3,7 +3,12 @@
 Conventions: OpenCV camera, pixel ``(row i, col j)`` is sampled at its centre ``(u, v) = (j + 0.5, i + 0.5)``,
 depth is z-depth (0 where nothing renders). Faces are rendered two-sided by default.
 
-Algorithm (``backend="torch"``):
+Algorithm (``backend="torch"``, the reference; ``backend="numba"`` runs the same arithmetic as one compiled loop
+per face, see :mod:`scenescape.geometry._zbuffer_numba`, and gives identical outputs):
+
+0. (``render_mesh``) frustum culling by chunk: :meth:`SceneMesh.face_chunks` gives the bounding box of each run
+   of 4,096 consecutive faces (a frame's patch is a few such runs), and chunks whose box lies behind the near
+   plane or beyond a side of the view frustum are skipped, exactly (no face in them could cover a pixel);
 
 1. project all vertices once; drop faces with any vertex closer than ``near`` (or behind the camera),
    faces whose pixel-centre bounding box is empty or off-screen, and zero-area faces;
@@ -70,13 +75,22 @@ def _pose(cam: Camera, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
 
 def project_vertices(vertices: torch.Tensor, cam: Camera, near: float) -> tuple[torch.Tensor, torch.Tensor,
                                                                                  torch.Tensor]:
-    """``(N, 3)`` world vertices -> ``u, v, z`` each ``(N,)`` (u, v meaningless where ``z <= near``)."""
+    """``(N, 3)`` world vertices -> ``u, v, z`` each ``(N,)`` (u, v meaningless where ``z <= near``).
+
+    Written as float32 element-wise operations in a fixed order (no matrix product, whose summation order
+    depends on the BLAS kernel), so the compiled z-buffer reproduces it bit for bit, and projecting a subset
+    of the vertices gives the same values as projecting all of them.
+    """
     rot, t = _pose(cam, vertices.device)
-    pc = vertices @ rot.T + t
-    z = pc[:, 2]
+    x, y, zw = vertices[:, 0], vertices[:, 1], vertices[:, 2]
+
+    def row(k: int) -> torch.Tensor:
+        return rot[k, 0] * x + rot[k, 1] * y + rot[k, 2] * zw + t[k]
+
+    z = row(2)
     zs = z.clamp_min(near)
-    u = pc[:, 0] / zs * cam.fx + cam.cx
-    v = pc[:, 1] / zs * cam.fy + cam.cy
+    u = row(0) / zs * cam.fx + cam.cx
+    v = row(1) / zs * cam.fy + cam.cy
     return u, v, z
 
 
@@ -198,48 +212,183 @@ def _raster_chunk(fp: torch.Tensor, ip: torch.Tensor, dx: torch.Tensor, dy: torc
     keys.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
 
 
+Backend = str  # "auto" | "torch" | "numba" (rasterize); render_mesh also takes "pytorch3d"
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in ("auto", "torch", "numba"):
+        raise InputError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
+    if backend == "auto":
+        return "numba" if _numba_available() else "torch"
+    if backend == "numba" and not _numba_available():
+        raise InputError("backend='numba' needs numba, which is not installed: pip install 'scenescape[fast]' "
+                         "(or numba), or use backend='torch' (same output, slower)")
+    return backend
+
+
+def frustum_ranges(lo: torch.Tensor, hi: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, cam: Camera,
+                   near: float) -> torch.Tensor:
+    """Face ranges whose bounding box can reach ``cam``'s image: ``(R, 2)`` int64 ``[start, end)``.
+
+    Args:
+        lo, hi: ``(B, 3)`` world-space bounds of the vertices of each chunk's faces.
+        starts, ends: ``(B,)`` the chunks' face ranges.
+
+    A chunk is dropped only when no face in it could cover a pixel centre: all 8 corners of its box are
+    nearer than ``near`` (every face has a vertex there and is dropped), or all lie beyond one side plane of
+    the view frustum widened by a quarter pixel (every face projects off the image). Both tests are linear in
+    the corners, so they hold for every point of the box. Adjacent kept chunks are merged into one range.
+    """
+    if lo.numel() == 0:
+        return torch.zeros(0, 2, dtype=torch.int64)
+    lo64, hi64 = lo.double().cpu(), hi.double().cpu()
+    w2c = cam.world_to_camera.double().cpu()
+    sel = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)], dtype=torch.bool)  # (8, 3)
+    corners = torch.where(sel[None], hi64[:, None, :], lo64[:, None, :])  # (B, 8, 3)
+    pc = corners @ w2c[:3, :3].T + w2c[:3, 3]
+    x, y, z = pc[..., 0], pc[..., 1], pc[..., 2]
+    # float32 rounding of the renderer's own projection, as a distance in camera space
+    slack = 1e-5 * (pc.abs().sum(-1) + float(w2c[:3, 3].abs().sum()) + 1.0)
+    m = 0.25  # px
+    behind = (z < near - slack).all(1)
+    left = (cam.fx * x + (cam.cx + m) * z < -cam.fx * slack).all(1)
+    right = (cam.fx * x + (cam.cx - cam.width - m) * z > cam.fx * slack).all(1)
+    top = (cam.fy * y + (cam.cy + m) * z < -cam.fy * slack).all(1)
+    bottom = (cam.fy * y + (cam.cy - cam.height - m) * z > cam.fy * slack).all(1)
+    keep = ~(behind | left | right | top | bottom)
+    s, e = starts.cpu()[keep], ends.cpu()[keep]
+    if s.numel() == 0:
+        return torch.zeros(0, 2, dtype=torch.int64)
+    new = torch.ones(s.numel(), dtype=torch.bool)
+    new[1:] = s[1:] != e[:-1]
+    first = new.nonzero().squeeze(1)
+    last = torch.cat([first[1:] - 1, torch.tensor([s.numel() - 1])])
+    return torch.stack([s[first], e[last]], 1)
+
+
+def _ranges_index(ranges: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if ranges.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    return torch.cat([torch.arange(int(a), int(b), device=device) for a, b in ranges.tolist()])
+
+
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: float = 1e-3,
-              cull_backfaces: bool = False, chunk: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              cull_backfaces: bool = False, chunk: int = 1 << 21, backend: Backend = "auto",
+              ranges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rasterise a triangle mesh into ``cam``.
 
     Args:
         vertices: ``(N, 3)`` float32 world coordinates. faces: ``(M, 3)`` int64.
         near: faces with any vertex at z-depth <= ``near`` are dropped.
         cull_backfaces: drop faces that are clockwise in the image (see :mod:`scenescape.geometry.triangulate`).
-        chunk: candidate pixels processed per step (memory bound).
+        chunk: candidate pixels processed per step (memory bound; torch backend).
+        backend: ``"torch"`` (the reference: batched tensor code, CPU or CUDA), ``"numba"`` (a compiled CPU
+            loop with the same arithmetic: identical outputs, several times faster) or ``"auto"`` (numba for
+            CPU tensors when it is installed, else torch).
+        ranges: optional ``(R, 2)`` int64 ``[start, end)`` face ranges to consider (e.g. from
+            :func:`frustum_ranges`); faces outside them are skipped. Face indices in the output stay those of
+            ``faces``.
 
     Returns:
         ``face_index`` ``(H, W)`` int64 (-1 empty), ``bary`` ``(H, W, 3)`` perspective-correct barycentrics,
         ``depth`` ``(H, W)`` z-depth (0 empty).
     """
+    face_index, bary, depth, _ = _raster(vertices, faces, cam, near, cull_backfaces, chunk, backend, ranges, None)
+    return face_index, bary, depth
+
+
+def _raster(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: float, cull_backfaces: bool,
+            chunk: int, backend: str, ranges: torch.Tensor | None, colors: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`rasterize`, plus the interpolated ``(H*W, 3)`` colour of the covered pixels when ``colors``."""
     h, w = cam.height, cam.width
     device = vertices.device
-    if faces.numel() == 0:
+    backend = _resolve_backend(backend)
+    if backend == "numba" and device.type != "cpu":
+        backend = "torch"  # a compiled CPU loop cannot read device memory; torch is the same computation
+    verts = vertices.float()
+    if faces.numel() == 0 or (ranges is not None and ranges.numel() == 0):
         return (torch.full((h, w), -1, dtype=torch.int64, device=device),
-                torch.zeros(h, w, 3, device=device), torch.zeros(h, w, device=device))
-    u, v, z = project_vertices(vertices.float(), cam, near)
-    setup = _FaceSetup(u, v, z, faces, w, h, near, cull_backfaces)
-    keys = _rasterize_keys(setup, w, h, chunk)
+                torch.zeros(h, w, 3, device=device), torch.zeros(h, w, device=device),
+                None if colors is None else torch.zeros(h * w, 3, device=device))
+    if backend == "numba":
+        return _raster_numba(verts, faces, cam, near, cull_backfaces, ranges, colors)
+    else:
+        sub = faces
+        fsel = None
+        if ranges is not None:
+            fsel = _ranges_index(ranges, device)
+            sub = faces.index_select(0, fsel)
+        u, v, z = project_vertices(verts, cam, near)
+        setup = _FaceSetup(u, v, z, sub, w, h, near, cull_backfaces)
+        keys = _rasterize_keys(setup, w, h, chunk)
+        if fsel is not None:
+            hit = keys != _KEY_EMPTY
+            keys[hit] = (keys[hit] & ~0xFFFFFFFF) | fsel.index_select(0, keys[hit] & 0xFFFFFFFF)
     covered = keys != _KEY_EMPTY
     pix = covered.nonzero().squeeze(1)
     face = keys.index_select(0, pix) & 0xFFFFFFFF
     p = pix.numel()
     fv = faces.index_select(0, face)  # (P, 3)
-    g = torch.stack([u, v, z], 1).index_select(0, fv.reshape(-1)).view(p, 3, 3)
-    uf, vf, zf = g[..., 0], g[..., 1], g[..., 2]
+    # project only the winning faces' vertices (element-wise: the same values as projecting all)
+    uf, vf, zf = (a.view(p, 3) for a in project_vertices(verts.index_select(0, fv.reshape(-1)), cam, near))
     pu = (pix % w).float() + 0.5
     pv = torch.div(pix, w, rounding_mode="floor").float() + 0.5
+    # sums written out in a fixed order (the compiled decode repeats them exactly)
     l0 = (uf[:, 2] - uf[:, 1]) * (pv - vf[:, 1]) - (vf[:, 2] - vf[:, 1]) * (pu - uf[:, 1])
     l1 = (uf[:, 0] - uf[:, 2]) * (pv - vf[:, 2]) - (vf[:, 0] - vf[:, 2]) * (pu - uf[:, 2])
     l2 = (uf[:, 1] - uf[:, 0]) * (pv - vf[:, 0]) - (vf[:, 1] - vf[:, 0]) * (pu - uf[:, 0])
-    pb = torch.stack([l0, l1, l2], dim=1) / zf
-    bary_p = (pb / pb.sum(1, keepdim=True)).clamp(0.0, 1.0)
-    bary_p = bary_p / bary_p.sum(1, keepdim=True)
-    depth_p = (bary_p * zf).sum(1)  # perspective-correct barycentrics interpolate z linearly
+    b = [l0 / zf[:, 0], l1 / zf[:, 1], l2 / zf[:, 2]]
+    s = b[0] + b[1] + b[2]
+    b = [(x / s).clamp(0.0, 1.0) for x in b]
+    s = b[0] + b[1] + b[2]
+    b = [x / s for x in b]
+    depth_p = b[0] * zf[:, 0] + b[1] * zf[:, 1] + b[2] * zf[:, 2]  # perspective-correct: z is linear in them
+    bary_p = torch.stack(b, dim=1)
     face_index = torch.full((h * w,), -1, dtype=torch.int64, device=device).index_copy_(0, pix, face)
     bary = torch.zeros(h * w, 3, device=device).index_copy_(0, pix, bary_p)
     depth = torch.zeros(h * w, device=device).index_copy_(0, pix, depth_p)
-    return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w)
+    rgb = None
+    if colors is not None:
+        cols = colors.float().index_select(0, fv.reshape(-1)).view(p, 3, 3)
+        rgb_p = cols[:, 0] * b[0][:, None] + cols[:, 1] * b[1][:, None] + cols[:, 2] * b[2][:, None]
+        rgb = torch.zeros(h * w, 3, device=device).index_copy_(0, pix, rgb_p)
+    return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w), rgb
+
+
+def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: float, cull_backfaces: bool,
+                  ranges: torch.Tensor | None, colors: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    import numpy as np
+
+    from scenescape.geometry._zbuffer_numba import decode, zbuffer
+
+    h, w = cam.height, cam.width
+    rot, t = _pose(cam, torch.device("cpu"))
+    if ranges is None:
+        ranges = torch.tensor([[0, faces.shape[0]]], dtype=torch.int64)
+    f32 = np.float32
+    vn, fn = verts.contiguous().numpy(), faces.contiguous().numpy()
+    rn, tn = rot.contiguous().numpy(), t.contiguous().numpy()
+    intr = (f32(cam.fx), f32(cam.fy), f32(cam.cx), f32(cam.cy), f32(near))
+    zbuf = np.full(h * w, np.inf, np.float32)
+    fbuf = np.full(h * w, -1, np.int64)
+    zbuffer(vn, fn, ranges.contiguous().numpy(), rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf)
+    bary = np.zeros((h * w, 3), np.float32)
+    depth = np.zeros(h * w, np.float32)
+    cn = np.zeros((0, 3), np.float32) if colors is None else colors.float().contiguous().numpy()
+    rgb = np.zeros((h * w, 3), np.float32)
+    decode(fbuf, vn, fn, cn, rn, tn, *intr, int(w), bary, depth, rgb)
+    return (torch.from_numpy(fbuf).view(h, w), torch.from_numpy(bary).view(h, w, 3), torch.from_numpy(depth).view(h, w),
+            None if colors is None else torch.from_numpy(rgb))
 
 
 def _masked_downsample(x: torch.Tensor, cov: torch.Tensor, s: int) -> torch.Tensor:
@@ -253,9 +402,9 @@ def _masked_downsample(x: torch.Tensor, cov: torch.Tensor, s: int) -> torch.Tens
     return torch.where(cnt[..., None] > 0, tot / cnt.clamp_min(1)[..., None], torch.zeros_like(tot))
 
 
-def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = None, backend: str = "torch",
+def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = None, backend: str = "auto",
                 near: float = 1e-3, cull_backfaces: bool = False, coverage: str = "any",
-                chunk: int = 1 << 21) -> RenderOutput:
+                chunk: int = 1 << 21, cull: bool = True) -> RenderOutput:
     """Render a vertex-coloured mesh into ``cam``.
 
     Args:
@@ -265,12 +414,17 @@ def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = 
         supersample: render at ``s x`` the resolution (``Camera.scaled``) and downsample by averaging only the
             covered sub-samples (masked downsampling).
         background: colour ``(3,)`` for empty pixels (default black).
-        backend: ``"torch"`` (built in) or ``"pytorch3d"`` (only where PyTorch3D is installed).
+        backend: ``"auto"`` (default: the compiled numba z-buffer for CPU meshes when numba is installed, else
+            torch), ``"torch"`` (the pure-torch reference), ``"numba"`` (same outputs as torch, bit for bit) or
+            ``"pytorch3d"`` (only where PyTorch3D is installed).
         near: faces with any vertex at z-depth <= ``near`` are dropped (no clipping).
         cull_backfaces: drop faces seen from behind (default: two-sided).
         coverage: with supersampling, a pixel is covered when ``"any"`` of its sub-samples is (default) or the
             ``"majority"`` are. image/depth average the covered sub-samples; face_index/bary come from the
             first covered sub-sample in row-major order.
+        cull: skip the chunks of faces whose bounding box lies outside the view frustum (needs a mesh with
+            ``face_chunks()``, as :class:`~scenescape.geometry.mesh.SceneMesh`); exact: the output is the same
+            as without culling, only the cost follows what is visible.
 
     Returns:
         :class:`RenderOutput` with image ``(H, W, 3)``, depth ``(H, W)`` (0 where empty), mask ``(H, W)`` bool,
@@ -281,23 +435,29 @@ def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = 
         raise InputError(f"supersample must be a positive integer, got {supersample!r}")
     if coverage not in ("any", "majority"):
         raise InputError(f"coverage must be 'any' or 'majority', got {coverage!r}")
-    if backend not in ("torch", "pytorch3d"):
-        raise InputError(f"backend must be 'torch' or 'pytorch3d', got {backend!r}")
+    if backend not in ("auto", "torch", "numba", "pytorch3d"):
+        raise InputError(f"backend must be 'auto', 'torch', 'numba' or 'pytorch3d', got {backend!r}")
     verts, faces, colors = mesh.vertices, mesh.faces, mesh.colors
     device = verts.device
     rcam = cam.scaled(s) if s > 1 else cam
     if backend == "pytorch3d":
         face_index, bary, depth = _rasterize_pytorch3d(verts, faces, rcam, near, cull_backfaces)
     else:
-        face_index, bary, depth = rasterize(verts, faces, rcam, near=near, cull_backfaces=cull_backfaces,
-                                            chunk=chunk)
+        ranges = None
+        if cull and hasattr(mesh, "face_chunks") and faces.shape[0] > 0:
+            lo, hi, starts, ends = mesh.face_chunks()
+            ranges = frustum_ranges(lo, hi, starts, ends, rcam, near)
+        face_index, bary, depth, rgb_flat = _raster(verts, faces, rcam, near, cull_backfaces, chunk, backend, ranges,
+                                                    colors)
     cov = face_index >= 0
-    hw = rcam.height * rcam.width
-    pix = cov.reshape(-1).nonzero().squeeze(1)
-    fv = faces.index_select(0, face_index.reshape(-1).index_select(0, pix))  # (P, 3)
-    cols = colors.float().index_select(0, fv.reshape(-1)).view(-1, 3, 3)
-    rgb = (cols * bary.reshape(hw, 3).index_select(0, pix)[..., None]).sum(1)
-    image = torch.zeros(hw, 3, device=device).index_copy_(0, pix, rgb).view(rcam.height, rcam.width, 3)
+    if backend == "pytorch3d":
+        hw = rcam.height * rcam.width
+        pix = cov.reshape(-1).nonzero().squeeze(1)
+        fv = faces.index_select(0, face_index.reshape(-1).index_select(0, pix))  # (P, 3)
+        cols = colors.float().index_select(0, fv.reshape(-1)).view(-1, 3, 3)
+        rgb = (cols * bary.reshape(hw, 3).index_select(0, pix)[..., None]).sum(1)
+        rgb_flat = torch.zeros(hw, 3, device=device).index_copy_(0, pix, rgb)
+    image = rgb_flat.view(rcam.height, rcam.width, 3)
     if s > 1:
         h, w = cam.height, cam.width
         image = _masked_downsample(image, cov, s)
