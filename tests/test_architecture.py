@@ -25,7 +25,7 @@ RANKS = {
     "trajectories": 3,
     "backends": 4, "fields": 4,
     "pipelines": 5,
-    "evaluation": 6, "testing": 6,
+    "evaluation": 6, "testing": 6, "viewer": 6,
     "cli": 7,
 }
 APART = {"evaluation", "testing"}
@@ -64,6 +64,23 @@ def _imports(path: Path, module: str) -> list[str]:
             elif node.module:
                 found.append(node.module)
     return found
+
+
+def test_imports_point_down_only():
+    bad = []
+    for module, path in _modules():
+        src = _part(module)
+        if src is None or src == "__main__":
+            continue  # the package's lazy top-level API
+        for target in _imports(path, module):
+            dst = _part(target)
+            if dst is None or dst == src:
+                continue
+            if dst in APART and src not in APART and src != "cli":
+                bad.append(f"{module} imports {target} (production code must not use {dst})")
+            elif RANKS[dst] > RANKS[src]:
+                bad.append(f"{module} ({src}, layer {RANKS[src]}) imports {target} ({dst}, layer {RANKS[dst]})")
+    assert not bad, "imports pointing up:\n" + "\n".join(bad)
 
 
 def test_every_part_of_the_package_has_a_layer():
@@ -133,8 +150,8 @@ def test_oracle_backends_are_registered_only_by_the_evaluation_package():
 
 
 def test_cli_maps_user_errors_to_exit_2_and_shows_bugs(monkeypatch, tmp_path):
+    import scenescape.io.meshes as meshes
     from scenescape.cli import cli
-    from scenescape.geometry.mesh import SceneMesh
 
     runner = CliRunner()
     res = runner.invoke(cli, ["export", str(tmp_path / "missing.ply"), str(tmp_path / "out.obj")])
@@ -143,8 +160,11 @@ def test_cli_maps_user_errors_to_exit_2_and_shows_bugs(monkeypatch, tmp_path):
     def broken(*a, **k):
         raise RuntimeError("an internal bug")
 
-    monkeypatch.setattr(SceneMesh, "load", classmethod(lambda cls, *a, **k: broken()))
     (tmp_path / "m.ply").write_bytes(b"")
+    res = runner.invoke(cli, ["export", str(tmp_path / "m.ply"), str(tmp_path / "out.obj")])
+    assert res.exit_code == 2 and "cannot read mesh file" in res.output and "m.ply" in res.output  # corrupt input
+
+    monkeypatch.setattr(meshes, "load_mesh", broken)
     res = runner.invoke(cli, ["export", str(tmp_path / "m.ply"), str(tmp_path / "out.obj")])
     assert res.exit_code == 1 and isinstance(res.exception, RuntimeError)  # a bug is not dressed as user error
     assert "error:" not in res.output

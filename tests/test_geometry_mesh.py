@@ -10,6 +10,7 @@ import torch
 
 from scenescape import Camera, SceneMesh, render_mesh
 from scenescape.geometry.masks import disocclusion_mask
+from scenescape.io.meshes import load_mesh, save_mesh, to_trimesh
 
 H = W = 96
 F = 80.0
@@ -184,9 +185,9 @@ def test_export_and_load_keep_vertices_faces_colours(tmp_path, suffix):
     img, depth = step_scene(cam)
     mesh = SceneMesh.from_rgbd(img[:32, :32].contiguous(), depth[:32, :32].contiguous(),
                                Camera(F, F, 16, 16, 32, 32))
-    path = mesh.export(tmp_path / f"scene{suffix}")
+    path = save_mesh(mesh, tmp_path / f"scene{suffix}")
     assert path.exists() and not list(tmp_path.glob(".*"))  # atomic: no temporary left over
-    back = SceneMesh.load(path)
+    back = load_mesh(path)
     assert back.num_vertices == mesh.num_vertices and back.num_faces == mesh.num_faces
     assert torch.equal(back.faces, mesh.faces)
     assert torch.allclose(back.vertices, mesh.vertices, rtol=1e-6, atol=1e-6)
@@ -199,34 +200,37 @@ def test_export_files_carry_vertex_colours_for_viewers(tmp_path):
     cam = Camera(F, F, 8, 8, 16, 16)
     img, depth = step_scene(cam)
     mesh = SceneMesh.from_rgbd(torch.full((16, 16, 3), 0.25) + torch.tensor([0.5, 0.0, 0.0]), depth, cam)
-    mesh.export(tmp_path / "a.glb")
+    save_mesh(mesh, tmp_path / "a.glb")
     scene = trimesh.load(tmp_path / "a.glb")
     geom = list(scene.geometry.values())[0]
-    assert int(geom.visual.vertex_attributes["color"][0, 0]) == round(0.75 * 255)  # COLOR_0
+    # COLOR_0 is linear (glTF spec): sRGB 0.75 -> 0.5225
+    assert abs(float(geom.visual.vertex_attributes["color"][0, 0]) - ((0.75 + 0.055) / 1.055) ** 2.4) < 1e-6
     raw = (tmp_path / "a.glb").read_bytes()
     assert b"COLOR_0" in raw and b"KHR_materials_unlit" in raw  # colours shown as they are (three.js, Blender)
-    mesh.export(tmp_path / "a.obj")
+    save_mesh(mesh, tmp_path / "a.obj")
     first_v = next(ln for ln in (tmp_path / "a.obj").read_text().splitlines() if ln.startswith("v "))
     assert len(first_v.split()) == 7  # v x y z r g b
-    mesh.export(tmp_path / "a.ply")
+    save_mesh(mesh, tmp_path / "a.ply")
     head = (tmp_path / "a.ply").read_bytes()[:400]
     assert b"property uchar red" in head
-    # y-up in the files (glTF / Blender convention), world coordinates restored on load
+    # PLY in the Z-up world (x, z, -y) of the OpenCV world; GLB y-up (x, -y, -z); restored on load
     tm = trimesh.load(tmp_path / "a.ply", process=False)
-    assert np.allclose(tm.vertices[:, 1], -mesh.vertices[:, 1].numpy(), atol=1e-6)
-    raw_cv = SceneMesh.load(mesh.export(tmp_path / "b.ply", axes="opencv"), axes="opencv")
-    assert torch.allclose(raw_cv.vertices, mesh.vertices)
+    v = mesh.vertices.numpy()
+    assert np.allclose(tm.vertices, np.stack([v[:, 0], v[:, 2], -v[:, 1]], 1), atol=1e-6)
+    assert np.allclose(geom.vertices, v * np.array([1, -1, -1]), atol=1e-6)
+    raw = load_mesh(save_mesh(mesh, tmp_path / "b.ply", frame="world"), frame="world")
+    assert torch.allclose(raw.vertices, mesh.vertices)
 
 
 def test_npz_checkpoint_is_exact(tmp_path):
     cam = cam_at()
     img, depth = step_scene(cam)
     mesh = SceneMesh.from_rgbd(img, depth, cam)
-    mesh.save_npz(tmp_path / "m.npz")
-    back = SceneMesh.load_npz(tmp_path / "m.npz")
+    save_mesh(mesh, tmp_path / "m.npz")
+    back = load_mesh(tmp_path / "m.npz")
     assert torch.equal(back.vertices, mesh.vertices) and torch.equal(back.faces, mesh.faces)
     assert torch.equal(back.colors, mesh.colors)
-    assert torch.equal(SceneMesh.load(tmp_path / "m.npz").faces, mesh.faces)
+    assert torch.equal(load_mesh(tmp_path / "m.npz").faces, mesh.faces)
 
 
 def test_clone_to_and_pytorch3d_message():
@@ -237,7 +241,7 @@ def test_clone_to_and_pytorch3d_message():
     c.vertices += 1
     assert not torch.equal(c.vertices, mesh.vertices)
     assert mesh.to("cpu") is mesh
-    tm = mesh.to_trimesh()
+    tm = to_trimesh(mesh)
     assert tm.vertices.shape == (mesh.num_vertices, 3)
     try:
         import pytorch3d  # noqa: F401

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from scenescape.cli import cli
 from scenescape.io import read_video
+from scenescape.io.meshes import load_mesh
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,8 @@ def test_object_cli_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
     assert all(torch.isfinite(torch.tensor(ck["losses"])))
     video = read_video(out / "video.mp4")
     assert video.shape == (4, 24, 48, 3)  # RGB | normals side by side
-    from scenescape.geometry.mesh import SceneMesh
 
-    mesh = SceneMesh.load(out / "mesh.ply")
+    mesh = load_mesh(out / "mesh.ply")
     assert mesh.num_faces > 50 and mesh.colors.std() > 0  # albedo colours, not a flat default
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["guidance"] == "stable_diffusion"

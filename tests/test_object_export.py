@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from scenescape.geometry.mesh import SceneMesh
+from scenescape.io.meshes import load_mesh, save_mesh
 from scenescape.pipelines.object.export import (
     auto_threshold,
     extract_mesh,
@@ -81,8 +81,8 @@ def test_threshold_outside_the_density_range_is_a_clear_error():
 @pytest.mark.parametrize("fmt", ["glb", "obj", "ply"])
 def test_exported_mesh_reloads_with_its_colours(tmp_path, fmt):
     mesh = extract_mesh(SphereDensity(radius=0.5), resolution=32, threshold=50.0)
-    path = mesh.export(tmp_path / f"mesh.{fmt}")
-    back = SceneMesh.load(path)
+    path = save_mesh(mesh, tmp_path / f"mesh.{fmt}")
+    back = load_mesh(path)
     assert back.num_faces == mesh.num_faces
     assert torch.allclose(back.vertices, mesh.vertices, atol=1e-4)
     assert torch.allclose(back.colors, mesh.colors, atol=1 / 255)
@@ -92,5 +92,5 @@ def test_exported_mesh_reloads_with_its_colours(tmp_path, fmt):
 
         scene = trimesh.load(str(path), process=False)
         (geom,) = scene.geometry.values()
-        rgba = np.asarray(geom.visual.vertex_attributes["color"])  # glTF COLOR_0
-        assert {tuple(c[:3]) for c in rgba} == {(255, 0, 0), (0, 0, 255)}
+        rgba = np.asarray(geom.visual.vertex_attributes["color"])  # glTF COLOR_0 (linear floats)
+        assert {tuple(float(x) for x in c[:3]) for c in rgba} == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from scenescape.backends.inpaint import OpenCVInpainter
 from scenescape.cli import cli
 from scenescape.io import save_image, save_npy
+from scenescape.io.meshes import load_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 8
@@ -47,7 +48,6 @@ def _files(run: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     from scenescape.evaluation import default_camera, make_world
-    from scenescape.geometry.mesh import SceneMesh
 
     photo = tmp_path / "photo"
     cam = default_camera("room", 80, 80, 78.0)
@@ -100,7 +100,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     assert len([k for k in a if k.startswith("frames/")]) == FRAMES
     differ = [k for k in a if a[k] != b[k]]
     assert not differ, f"files differ after resume: {differ}"
-    ma, mb = SceneMesh.load(killed / "mesh.ply"), SceneMesh.load(full / "mesh.ply")
+    ma, mb = load_mesh(killed / "mesh.ply"), load_mesh(full / "mesh.ply")
     assert np.array_equal(ma.vertices.numpy(), mb.vertices.numpy())
     assert np.array_equal(ma.faces.numpy(), mb.faces.numpy())
     man = json.loads((killed / "manifest.json").read_text())

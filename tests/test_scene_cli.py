@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from scenescape.cli import cli
 from scenescape.io import read_video, save_image, save_npy, write_json
+from scenescape.io.meshes import load_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "cpu-tiny.yaml")
@@ -59,7 +60,6 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_demo_writes_every_output(tmp_path):
-    from scenescape.geometry.mesh import SceneMesh
 
     out = tmp_path / "demo"
     res = invoke("demo", "--out", out, "--frames", 4, "--size", 64)
@@ -82,8 +82,8 @@ def test_demo_writes_every_output(tmp_path):
     assert "transform_matrix" in tr["frames"][0] and tr["frames"][0]["fl_x"] == pytest.approx(62.5)
     video = read_video(out / "video.mp4")
     assert video.shape == (4, 64, 64, 3)
-    mesh = SceneMesh.load(out / "mesh.glb")
-    ply = SceneMesh.load(out / "mesh.ply")
+    mesh = load_mesh(out / "mesh.glb")
+    ply = load_mesh(out / "mesh.ply")
     assert mesh.num_faces == ply.num_faces > 64 * 64
     assert float(mesh.colors.std()) > 0.02  # vertex colours, not a uniform grey
     man = json.loads((out / "manifest.json").read_text())
@@ -132,12 +132,13 @@ def test_generate_with_explicit_camera_file(tmp_path, photo):
     res = invoke("generate", "--config", TINY, "--image", photo / "image.png", "--init-depth", photo / "depth.npy",
                  "--trajectory", traj, "--out", out, "--quiet")
     assert res.exit_code == 0, _text(res)
-    saved = json.loads((out / "cameras.json").read_text())["cameras"]
-    assert len(saved) == 3 and np.allclose(saved[2]["world_to_camera"], cams[2]["world_to_camera"], atol=1e-6)
+    from scenescape.io.world import cameras_from_file_json
+
+    saved = cameras_from_file_json(json.loads((out / "cameras.json").read_text()))  # file: Z-up world
+    assert len(saved) == 3 and np.allclose(saved[2].world_to_camera, cams[2]["world_to_camera"], atol=1e-6)
 
 
 def test_render_and_export(tmp_path, tiny_run):
-    from scenescape.geometry.mesh import SceneMesh
 
     video = tmp_path / "again.mp4"
     res = invoke("render", tiny_run / "mesh.ply", "--trajectory", "forward", "--frames", 3, "-o", video, "--quiet")
@@ -147,7 +148,7 @@ def test_render_and_export(tmp_path, tiny_run):
     obj = tmp_path / "scene.obj"
     res = invoke("export", tiny_run / "mesh.ply", obj)
     assert res.exit_code == 0, _text(res)
-    a, b = SceneMesh.load(tiny_run / "mesh.ply"), SceneMesh.load(obj)
+    a, b = load_mesh(tiny_run / "mesh.ply"), load_mesh(obj)
     assert a.num_faces == b.num_faces and np.allclose(a.vertices.numpy(), b.vertices.numpy(), atol=1e-5)
     res = invoke("export", tiny_run / "mesh.ply", obj)
     assert res.exit_code != 0 and "--overwrite" in _error_lines(res)[0]
@@ -332,10 +333,9 @@ def test_colorize_depth_fixed_range_maps_equal_depths_to_equal_colours():
 def test_render_presets_stay_where_the_run_saw(tmp_path):
     """`render --trajectory orbit --frames 90` (the README's example) keeps the view on the saved scene."""
     from scenescape.cli.scene import fit_preset_to_run
-    from scenescape.geometry.camera import cameras_from_json
-    from scenescape.geometry.mesh import SceneMesh
     from scenescape.geometry.raster import render_mesh
     from scenescape.io import read_json
+    from scenescape.io.world import cameras_from_file_json
     from scenescape.trajectories import TrajectoryConfig, build_trajectory
 
     run = tmp_path / "demo"
@@ -345,8 +345,8 @@ def test_render_presets_stay_where_the_run_saw(tmp_path):
     assert "orbit shortened" in _text(res) and "angle_step=" in _text(res)
     assert read_video(tmp_path / "o.mp4").shape[0] == 90
 
-    cams = cameras_from_json(read_json(run / "cameras.json"))
-    mesh = SceneMesh.load(run / "mesh.ply")
+    cams = cameras_from_file_json(read_json(run / "cameras.json"))  # library frame, as the mesh
+    mesh = load_mesh(run / "mesh.ply")
     w2c = cams[0].world_to_camera
     z = (mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
     scale = float(z[z > 0].median())  # what render uses

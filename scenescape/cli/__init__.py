@@ -1,4 +1,4 @@
-"""Command line: ``scenescape generate | demo | render | export | models | object``.
+"""Command line: ``scenescape generate | demo | render | export | models | object | view``.
 
 User errors (:class:`~scenescape.errors.ScenescapeError`: bad input, bad config, a missing model, a
 run-folder conflict) are printed as one ``error: ...`` line and exit with status 2; set
@@ -36,7 +36,7 @@ def _register_commands() -> None:
     import importlib
 
     for mod in ("scenescape.cli.scene", "scenescape.cli.models", "scenescape.cli.object", "scenescape.cli.batch",
-                "scenescape.cli.evaluate"):
+                "scenescape.cli.evaluate", "scenescape.cli.view"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -379,19 +379,20 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
     import numpy as np
     import torch
 
-    from scenescape.geometry.camera import Camera, cameras_from_json
-    from scenescape.geometry.mesh import SceneMesh
+    from scenescape.geometry.camera import Camera
     from scenescape.geometry.raster import render_mesh
     from scenescape.io import read_json, write_gif, write_video
+    from scenescape.io.meshes import load_mesh
+    from scenescape.io.world import cameras_from_file_json
     from scenescape.trajectories import build_trajectory
 
     out = Path(output)
     if out.suffix.lower() not in (".mp4", ".gif"):
         raise InputError(f"output '{out}' must end in .mp4 or .gif")
-    mesh = SceneMesh.load(mesh_path)
+    mesh = load_mesh(mesh_path)
     run_cams = None
     if (Path(mesh_path).parent / "cameras.json").is_file():
-        run_cams = cameras_from_json(read_json(Path(mesh_path).parent / "cameras.json"))
+        run_cams = cameras_from_file_json(read_json(Path(mesh_path).parent / "cameras.json"))
     if camera_path:
         start = _load_camera(camera_path)
     elif run_cams:
@@ -441,15 +442,15 @@ def render(mesh_path: str, trajectory: str, output: str, frames: int, camera_pat
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def export(mesh_path: str, out: str, overwrite: bool) -> None:
     """Convert a scene MESH (.ply/.glb/.obj/.npz) to OUT; the format follows OUT's suffix (.ply, .glb, .obj)."""
-    from scenescape.geometry.mesh import SceneMesh
+    from scenescape.io.meshes import load_mesh, save_mesh
 
     o = Path(out)
     if o.suffix.lower() not in (".ply", ".glb", ".obj"):
         raise InputError(f"OUT '{o}' must end in .ply, .glb or .obj")
     if o.exists() and not overwrite:
         raise InputError(f"'{o}' already exists; pass --overwrite to replace it")
-    mesh = SceneMesh.load(mesh_path)
-    mesh.export(o)
+    mesh = load_mesh(mesh_path)
+    save_mesh(mesh, o)
     click.echo(f"mesh: {o} ({mesh.num_vertices} vertices, {mesh.num_faces} faces)")
 
 

@@ -4,17 +4,15 @@
   ``colors`` ``(N, 3)`` float32 in [0, 1]; all on one device (CPU or CUDA).
 * Faces made from a camera are counter-clockwise in that camera's image (see
   :mod:`scenescape.geometry.triangulate`).
-* Export/import by suffix: ``.ply``, ``.obj`` (``v x y z r g b``), ``.glb`` (vertex colours as ``COLOR_0``);
-  by default files are written in the y-up OpenGL/glTF/Blender axes ``(x, -y, -z)`` of the OpenCV world so
-  they appear upright in viewers, and :meth:`SceneMesh.load` converts back (``axes="opencv"`` writes raw
-  world coordinates). ``save_npz``/``load_npz``: exact float32/int64 checkpoints without pickle.
+* Mesh files (``.ply``, ``.obj``, ``.glb``) are written and read by :mod:`scenescape.io.meshes` (the world
+  frame and colour encodings of files: :mod:`scenescape.io.world`), as are ``.npz`` checkpoints (exact
+  float32/int64, no pickle): ``save_mesh(mesh, path)`` / ``load_mesh(path)``. Geometry sits below io, so
+  ``SceneMesh`` holds no file code.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +23,6 @@ from scenescape.geometry.camera import Camera
 from scenescape.geometry.masks import dilate_mask
 from scenescape.geometry.projection import unproject
 from scenescape.geometry.triangulate import TriangulationOptions, grid_triangles
-
-_AXES = ("opengl", "opencv")
-_FLIP = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # OpenCV <-> OpenGL (a rotation: keeps winding)
 
 
 @dataclass
@@ -107,36 +102,6 @@ def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.devi
         raise InputError(f"depth has {int((dm <= 0).sum())} non-positive values inside the mask; "
                          "depth must be z-depth > 0 wherever pixels are added")
     return d
-
-
-def _glb_vertex_colour_material(glb: bytes) -> bytes:
-    """Give every primitive of a GLB a double-sided, unlit white material (``KHR_materials_unlit``), so viewers
-    show the ``COLOR_0`` vertex colours as they are (glTF multiplies ``COLOR_0`` into the base colour; unlit
-    keeps the baked colours from being shaded again; double-sided because the scene is seen from inside)."""
-    import json
-    import struct
-
-    magic, version, _ = struct.unpack_from("<III", glb, 0)
-    clen, ctype = struct.unpack_from("<II", glb, 12)
-    if magic != 0x46546C67 or ctype != 0x4E4F534A:  # "glTF", "JSON"
-        return glb
-    doc = json.loads(glb[20:20 + clen].decode("utf-8"))
-    rest = glb[20 + clen:]
-    mats = doc.setdefault("materials", [])
-    mats.append({"name": "vertex_colors", "doubleSided": True,
-                 "pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0,
-                                          "roughnessFactor": 1.0},
-                 "extensions": {"KHR_materials_unlit": {}}})
-    for mesh in doc.get("meshes", []):
-        for prim in mesh.get("primitives", []):
-            prim.setdefault("material", len(mats) - 1)
-    used = doc.setdefault("extensionsUsed", [])
-    if "KHR_materials_unlit" not in used:
-        used.append("KHR_materials_unlit")
-    js = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    js += b" " * (-len(js) % 4)
-    out = struct.pack("<II", len(js), 0x4E4F534A) + js + rest
-    return struct.pack("<III", magic, version, 12 + len(out)) + out
 
 
 class SceneMesh:
@@ -424,23 +389,6 @@ class SceneMesh:
                            faces_dropped=dropped, seam_vertices=seam, pixels=int(m.sum()))
 
     # ------------------------------------------------------------------ conversions
-    def to_trimesh(self, axes: str = "opencv") -> Any:
-        """``trimesh.Trimesh`` (no processing, vertex order kept) with RGBA uint8 vertex colours.
-
-        ``axes="opencv"`` keeps world coordinates; ``"opengl"`` writes ``(x, -y, -z)`` (y up).
-        """
-        import trimesh
-
-        if axes not in _AXES:
-            raise InputError(f"axes must be one of {_AXES}, got {axes!r}")
-        v = self.vertices.detach().cpu().numpy().astype(np.float32)
-        if axes == "opengl":
-            v = v * _FLIP
-        c = np.clip(np.round(self.colors.detach().cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
-        rgba = np.concatenate([c, np.full((c.shape[0], 1), 255, np.uint8)], axis=1)
-        return trimesh.Trimesh(vertices=v, faces=self.faces.detach().cpu().numpy(), vertex_colors=rgba,
-                               process=False, validate=False)
-
     def to_pytorch3d(self) -> Any:
         """``pytorch3d.structures.Meshes`` with ``TexturesVertex`` colours (needs PyTorch3D)."""
         try:
@@ -450,113 +398,6 @@ class SceneMesh:
             raise ImportError(
                 "SceneMesh.to_pytorch3d() needs PyTorch3D, which is not installed "
                 "(see https://github.com/facebookresearch/pytorch3d/blob/main/INSTALL.md); "
-                "use to_trimesh() or the tensors vertices/faces/colors directly"
+                "use scenescape.io.meshes.to_trimesh(mesh) or the tensors vertices/faces/colors directly"
             ) from e
         return Meshes(verts=[self.vertices], faces=[self.faces], textures=TexturesVertex([self.colors]))
-
-    # ------------------------------------------------------------------ files
-    def export(self, path: str | Path, axes: str = "opengl") -> Path:
-        """Write ``.ply`` (binary), ``.obj`` (``v x y z r g b``) or ``.glb`` (``COLOR_0``) atomically.
-
-        ``axes="opengl"`` (default) writes ``(x, -y, -z)``: glTF, Blender and three.js are y-up, so the scene
-        appears upright; :meth:`load` with the same ``axes`` restores the world coordinates exactly.
-        """
-        from scenescape.io import atomic_path
-
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".ply", ".obj", ".glb"):
-            raise InputError(f"export path must end in .ply, .obj or .glb, got {str(path)!r}")
-        if self.num_faces == 0:
-            raise InputError("cannot export an empty mesh (no faces)")
-        tm = self.to_trimesh(axes=axes)
-        if suffix == ".ply":
-            data = tm.export(file_type="ply", encoding="binary")
-        elif suffix == ".obj":
-            from trimesh.exchange.obj import export_obj
-
-            data = export_obj(tm, include_normals=False, include_color=True, include_texture=False,
-                              digits=9).encode("utf-8")
-        else:
-            data = _glb_vertex_colour_material(tm.export(file_type="glb"))
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, axes: str = "opengl", device: Any = None) -> SceneMesh:
-        """Read a ``.ply``, ``.obj`` or ``.glb`` (or ``.npz`` checkpoint) written by :meth:`export`.
-
-        ``axes`` must match the one used to write (default ``"opengl"``). Colours default to grey when the file
-        has none.
-        """
-        import trimesh
-
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"mesh file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".npz":
-            return cls.load_npz(path, device=device)
-        if suffix not in (".ply", ".obj", ".glb"):
-            raise InputError(f"mesh path must end in .ply, .obj, .glb or .npz, got {str(path)!r}")
-        if axes not in _AXES:
-            raise InputError(f"axes must be one of {_AXES}, got {axes!r}")
-        kwargs: dict[str, Any] = {"process": False}
-        if suffix == ".obj":
-            kwargs["maintain_order"] = True
-        loaded = trimesh.load(str(path), **kwargs)
-        transform = None
-        if isinstance(loaded, trimesh.Scene):
-            nodes = loaded.graph.nodes_geometry
-            if not nodes:
-                raise InputError(f"{path} holds no mesh")
-            if len(nodes) == 1:  # keep the geometry itself: Scene.dump() drops glTF COLOR_0 next to a material
-                transform, gname = loaded.graph.get(nodes[0])
-                loaded = loaded.geometry[gname]
-            else:
-                loaded = trimesh.util.concatenate(list(loaded.dump()))
-        v = np.asarray(loaded.vertices, dtype=np.float64)
-        if transform is not None and not np.allclose(transform, np.eye(4)):
-            v = v @ np.asarray(transform)[:3, :3].T + np.asarray(transform)[:3, 3]
-        v = v.astype(np.float32)
-        if axes == "opengl":
-            v = v * _FLIP
-        f = np.asarray(loaded.faces, dtype=np.int64)
-        colors = None
-        vis = getattr(loaded, "visual", None)
-        vc = None
-        if vis is not None and getattr(vis, "kind", None) == "vertex":
-            vc = np.asarray(vis.vertex_colors)
-        elif vis is not None and "color" in getattr(vis, "vertex_attributes", {}):
-            vc = np.asarray(vis.vertex_attributes["color"])  # glTF COLOR_0 next to a material
-        if vc is not None and vc.ndim == 2 and vc.shape[0] == v.shape[0] and vc.shape[1] >= 3:
-            vc = vc[:, :3]
-            colors = vc.astype(np.float32) / 255.0 if vc.dtype == np.uint8 else vc.astype(np.float32)
-        return cls(torch.from_numpy(v), torch.from_numpy(f), None if colors is None else torch.from_numpy(colors),
-                   device=device or "cpu")
-
-    def save_npz(self, path: str | Path) -> Path:
-        """Exact checkpoint (float32 vertices/colours, int64 faces), atomic, no pickle."""
-        from scenescape.io import atomic_path
-
-        path = Path(path)
-        buf = io.BytesIO()
-        np.savez(buf, format=np.array("scenescape.SceneMesh/1"),
-                 vertices=self.vertices.detach().cpu().numpy(), faces=self.faces.detach().cpu().numpy(),
-                 colors=self.colors.detach().cpu().numpy())
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buf.getvalue())
-        return path
-
-    @classmethod
-    def load_npz(cls, path: str | Path, device: Any = None) -> SceneMesh:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"mesh checkpoint not found: {path}")
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("vertices", "faces", "colors") if k not in z.files]
-            if missing:
-                raise InputError(f"{path} is not a SceneMesh checkpoint (missing {missing})")
-            v, f, c = z["vertices"], z["faces"], z["colors"]
-        return cls(torch.from_numpy(v), torch.from_numpy(f), torch.from_numpy(c), device=device or "cpu")

@@ -16,6 +16,12 @@ from scenescape.geometry.camera import Camera
 from scenescape.geometry.rotations import camera_to_world
 from scenescape.io.files import read_json
 
+# nerfstudio's dataparser multiplies depth files by depth_unit_scale_factor, default 1e-3 (millimetres to metres:
+# nerfstudio_dataparser.py NerfstudioDataParserConfig.depth_unit_scale_factor; data_utils.get_depth_image_from_path
+# does np.load(f) * scale_factor for .npy). Depth written for nerfstudio is z-depth x 1 / DEPTH_UNIT_SCALE_FACTOR,
+# so its defaults read it in scene units (z-depth, not ray length: its depth losses' is_euclidean_depth=False).
+DEPTH_UNIT_SCALE_FACTOR = 1e-3
+
 # OpenGL camera axes (x right, y up, z back) <-> OpenCV (x right, y down, z forward): flip y and z.
 GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 

@@ -8,10 +8,13 @@ Layout (``NNNN`` = zero-padded frame index)::
       frames/NNNN.png      RGB frames
       depth/NNNN.npy       float32 z-depth per frame, and depth/NNNN.png (false colour)
       masks/NNNN.png       the inpainted (new) pixels of each frame (255 = new)
-      cameras.json         per-frame intrinsics and world_to_camera (OpenCV)
-      transforms.json      nerfstudio format (frames train a NeRF or Gaussian splats)
+      cameras.json         per-frame intrinsics and world_to_camera (OpenCV camera axes, Z-up world)
+      transforms.json      nerfstudio format (camera-to-world, OpenGL camera axes, same Z-up world)
+      nerfstudio/depth/    NNNN.npy: z-depth x 1000 (nerfstudio's default unit scale 1e-3 reads scene units)
       video.mp4            H.264 walkthrough
-      mesh.ply, mesh.glb   the scene mesh with vertex colours
+      mesh.ply, mesh.glb   the scene mesh with vertex colours (PLY: Z-up world, sRGB; GLB: y-up, linear, cameras)
+
+World frame of every file: Z up, ``(x, z, -y)`` of the first camera's OpenCV frame (:mod:`scenescape.io.world`).
       manifest.json        versions, timings per stage, backends used, seed
       checkpoint/          state.json + mesh-NNNN.npz (+ mesh-delta-NNNN.npz, extra-NNNN.npz) (resume)
 
@@ -44,6 +47,7 @@ from scenescape.io import (
     save_npy,
     write_json,
 )
+from scenescape.io.meshes import load_mesh, save_mesh
 
 STATE_VERSION = 1
 _MARKERS = ("config.yaml", "checkpoint", "manifest.json")
@@ -114,7 +118,8 @@ class RunFolder:
     def remove_temporaries(self) -> list[Path]:
         """Delete the hidden temporary files an interrupted atomic write leaves (``.NAME.XXXX.SUFFIX``)."""
         removed = []
-        for d in (self.path, *(self.path / s for s in ("frames", "depth", "masks", "inputs", "checkpoint"))):
+        for d in (self.path, *(self.path / s for s in ("frames", "depth", "masks", "inputs", "checkpoint",
+                                                       "nerfstudio/depth"))):
             if not d.is_dir():
                 continue
             for f in d.iterdir():
@@ -174,29 +179,46 @@ class RunFolder:
         return out[0], out[1]
 
     def save_cameras(self, cameras: list[Any]) -> None:
-        from scenescape.geometry.camera import cameras_to_json
+        """``cameras.json`` in the run's Z-up world frame (:func:`scenescape.io.world.cameras_to_file_json`)."""
+        from scenescape.io.world import cameras_to_file_json
 
-        write_json(self.path / "cameras.json", cameras_to_json(list(cameras)))
+        write_json(self.path / "cameras.json", cameras_to_file_json(list(cameras), "scene"))
 
     def load_cameras(self) -> list[Any] | None:
-        from scenescape.geometry.camera import cameras_from_json
+        """The run's cameras in library coordinates (converted back from ``cameras.json``'s world frame)."""
+        from scenescape.io.world import cameras_from_file_json
 
         f = self.path / "cameras.json"
         if not f.is_file():
             return None
         try:
-            return cameras_from_json(read_json(f))
+            return cameras_from_file_json(read_json(f), "scene")
         except Exception as e:
             raise RunError(f"'{f}' is corrupt ({type(e).__name__}: {e})") from e
 
+    def nerfstudio_depth_path(self, i: int) -> Path:
+        return self.path / "nerfstudio" / "depth" / f"{frame_name(i)}.npy"
+
     def save_transforms(self, cameras: list[Any]) -> None:
-        from scenescape.io.nerfstudio import to_nerfstudio_transforms
+        """``transforms.json`` for nerfstudio, in the same Z-up world as ``mesh.ply`` (its ``ply_file_path``).
+
+        Depth for nerfstudio goes to ``nerfstudio/depth/NNNN.npy``: float32 z-depth x 1000, because nerfstudio's
+        dataparser multiplies depth files by ``depth_unit_scale_factor`` (default 1e-3, millimetres); with its
+        defaults it then reads the depth in scene units, the units of the poses and the PLY.
+        """
+        from scenescape.io.nerfstudio import DEPTH_UNIT_SCALE_FACTOR, to_nerfstudio_transforms
+        from scenescape.io.world import camera_in_world
 
         n = len(cameras)
+        for i in range(n):
+            if self.depth_path(i).is_file():
+                d = np.load(self.depth_path(i), allow_pickle=False).astype(np.float32)
+                save_npy(self.nerfstudio_depth_path(i), d / np.float32(DEPTH_UNIT_SCALE_FACTOR))
+        world_cams = [camera_in_world(c, "scene") for c in cameras]
         data = to_nerfstudio_transforms(
-            cameras,
+            world_cams,
             [f"frames/{frame_name(i)}.png" for i in range(n)],
-            depth_paths=[f"depth/{frame_name(i)}.npy" for i in range(n)],
+            depth_paths=[f"nerfstudio/depth/{frame_name(i)}.npy" for i in range(n)],
             mask_paths=None,
             ply_path="mesh.ply",
         )
@@ -285,7 +307,7 @@ class RunFolder:
             sums[delta.name] = _sha256(delta)
         else:
             base_file = ck / f"mesh-{frame_name(frame)}.npz"
-            mesh.save_npz(base_file)  # atomic (SceneMesh.save_npz)
+            save_mesh(mesh, base_file)  # exact .npz checkpoint, atomic
             base, deltas = base_file.name, []
             sums[base] = _sha256(base_file)
         files: dict[str, Any] = {"mesh": base, "deltas": deltas}
@@ -357,7 +379,7 @@ class RunFolder:
         from scenescape.geometry.mesh import SceneMesh
 
         try:
-            mesh = SceneMesh.load_npz(ck / base)
+            mesh = load_mesh(ck / base)
             if deltas:
                 vs, cs, fs = [mesh.vertices], [mesh.colors], [mesh.faces]
                 for name in deltas:
@@ -385,11 +407,15 @@ class RunFolder:
         write_video(out, (load_image(self.frame_path(i)) for i in range(n_frames)), fps=fps)
         return out
 
-    def write_mesh(self, mesh: Any, formats: list[str]) -> list[Path]:
+    def write_mesh(self, mesh: Any, formats: list[str], cameras: list[Any] | None = None) -> list[Path]:
+        """``mesh.<fmt>`` files in the run's world frame (:mod:`scenescape.io.world`); ``cameras`` are
+        embedded where the format can hold them (glTF camera nodes)."""
+        from scenescape.io.meshes import save_mesh
+
         out = []
         for fmt in formats:
             p = self.path / f"mesh.{fmt.lstrip('.')}"
-            mesh.export(p)
+            save_mesh(mesh, p, frame="scene", cameras=cameras)
             out.append(p)
         return out
 

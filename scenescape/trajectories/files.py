@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from scenescape.errors import InputError
-from scenescape.geometry.camera import Camera, cameras_from_json, cameras_to_json
+from scenescape.geometry.camera import Camera, cameras_to_json
 from scenescape.io import atomic_write_text, write_json
 from scenescape.io.nerfstudio import cameras_from_nerfstudio_path, cameras_from_nerfstudio_transforms
+from scenescape.io.world import cameras_from_file_json
 from scenescape.trajectories.config import TrajectoryConfig, looks_like_path
 from scenescape.trajectories.presets import check_params, get_preset
 
@@ -60,7 +61,7 @@ def parse_trajectory_data(data: Any) -> list[Camera] | list[TrajectoryConfig]:
     if isinstance(data, dict) and "frames" in data and "segments" not in data and isinstance(data["frames"], list):
         return cameras_from_nerfstudio_transforms(data)
     if isinstance(data, dict) and "cameras" in data:
-        return cameras_from_json(data)
+        return cameras_from_file_json(data)
     if isinstance(data, dict) and "segments" in data:
         unknown = sorted(set(data) - {"segments"})
         if unknown:
@@ -69,7 +70,7 @@ def parse_trajectory_data(data: Any) -> list[Camera] | list[TrajectoryConfig]:
     if isinstance(data, list) and data:
         if all(isinstance(d, dict) and ("preset" in d or "name" in d) for d in data):
             return _parse_segments(data)
-        return cameras_from_json(data)
+        return cameras_from_file_json(data)
     raise InputError("a trajectory file must hold {'segments': [...]}, {'cameras': [...]}, a nerfstudio "
                      "camera path ({'camera_path': [...]}) or a non-empty list of segments or cameras")
 

@@ -114,11 +114,11 @@ def load_run(path: str | Path, max_frames: int | None = None) -> RunData:
 def _load_scene_run(p: Path, max_frames: int | None) -> RunData:
     import imageio.v3 as iio
 
-    from scenescape.geometry.camera import cameras_from_json
     from scenescape.io import load_image, read_json
+    from scenescape.io.world import cameras_from_file_json
 
     try:
-        cams = cameras_from_json(read_json(p / "cameras.json"))
+        cams = cameras_from_file_json(read_json(p / "cameras.json"))  # library frame (the file is Z-up)
     except Exception as e:
         raise InputError(f"'{p / 'cameras.json'}' cannot be read ({type(e).__name__}: {e})") from e
     n = 0

@@ -10,7 +10,9 @@
 * :func:`orbit_video` -- RGB next to normals (or depth) on a circle of cameras.
 * :func:`export_run_outputs` -- everything a run folder gets: ``mesh.{glb,obj,ply}``, ``video.mp4``.
 
-Files are written with ``SceneMesh.export`` (``axes="opengl"``: y up, as glTF viewers expect).
+Files are written with :func:`scenescape.io.meshes.save_mesh` in the object frame (``frame="object"``: Z up
+in PLY, y up in glTF, the front - the azimuth-0 side - facing glTF's ``+Z`` / Blender's ``-Y``), with the
+orbit-video cameras embedded in the GLB.
 """
 
 from __future__ import annotations
@@ -209,6 +211,10 @@ def export_run_outputs(fld: Any, bg: Any, cfg: Any, out_dir: str | Path,
     fld.eval()
     try:
         o = cfg.output
+        from scenescape.io.meshes import save_mesh
+
+        cams = orbit_cameras(cfg.camera.eval_radius, cfg.camera.eval_elevation, cfg.camera.eval_fov,
+                             o.video_size, o.video_frames)
         try:
             mesh = extract_mesh(fld, o.mesh_resolution, o.mesh_threshold, min_component=o.mesh_min_component)
         except InputError as e:
@@ -219,7 +225,7 @@ def export_run_outputs(fld: Any, bg: Any, cfg: Any, out_dir: str | Path,
                                    "output.mesh_threshold=VALUE` (or train longer)")
         for fmt in o.mesh_formats if mesh is not None else ():
             p = out / f"mesh.{fmt}"
-            mesh.export(p)
+            save_mesh(mesh, p, frame="object", cameras=cams)
             files[f"mesh_{fmt}"] = str(p)
         files["video"] = str(orbit_video(fld, bg, cfg, out / "video.mp4"))
     finally:

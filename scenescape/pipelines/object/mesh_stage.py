@@ -284,10 +284,15 @@ def run_mesh_stage(pipe: Any, prompt: str, out: Path, fld: NeRFField, bg: Backgr
     _save(stage.state(end, prompt, g, losses), ck_path)
     files: dict[str, str] = {"mesh_checkpoint": str(ck_path)}
     if export and end == total:
+        from scenescape.io.meshes import save_mesh
+        from scenescape.pipelines.object.export import orbit_cameras
+
         mesh = stage.export_mesh()
+        cams = orbit_cameras(cfg.camera.eval_radius, cfg.camera.eval_elevation, cfg.camera.eval_fov,
+                             cfg.output.video_size, cfg.output.video_frames)
         for fmt in cfg.output.mesh_formats:
             p = out / f"refined.{fmt}"
-            mesh.export(p)
+            save_mesh(mesh, p, frame="object", cameras=cams)  # the same frame as mesh.* (faces +Z, y up)
             files[f"refined_{fmt}"] = str(p)
     stage.seconds = time.time() - t0
     return stage, end, losses, files

@@ -86,8 +86,9 @@ def load_start_inputs(cfg: Any, image: str | Path | None, depth: str | Path | No
 def load_start_camera(path: str | Path) -> Any:
     """The start :class:`~scenescape.geometry.camera.Camera` from a JSON file: one camera
     (``Camera.to_dict``) or a ``cameras.json`` (its first camera)."""
-    from scenescape.geometry.camera import Camera, cameras_from_json
+    from scenescape.geometry.camera import Camera
     from scenescape.io import read_json
+    from scenescape.io.world import cameras_from_file_json
 
     p = Path(path)
     if not p.is_file():
@@ -99,7 +100,7 @@ def load_start_camera(path: str | Path) -> Any:
     try:
         if isinstance(data, dict) and "fx" in data:
             return Camera.from_dict(data)
-        return cameras_from_json(data)[0]
+        return cameras_from_file_json(data)[0]  # a run's cameras.json: back from its Z-up world
     except ValueError as e:
         raise InputError(f"camera file '{p}': {e}") from e
 

@@ -89,7 +89,7 @@ def finish_run(run: RunFolder, result: Any, cfg: SceneConfig, prompt: str, devic
         run.write_video(len(result.frames), cfg.output.fps)
     t_video = time.perf_counter() - t
     t = time.perf_counter()
-    run.write_mesh(result.mesh, cfg.output.mesh_formats)
+    run.write_mesh(result.mesh, cfg.output.mesh_formats, cameras=result.cameras)
     t_mesh = time.perf_counter() - t
     result.timings["video"] = t_video
     result.timings["mesh_export"] = t_mesh
