@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from scenescape.errors import InputError, RunError
+from scenescape.cli import invocation, plugin_option
+from scenescape.errors import InputError, RunError, ScenescapeError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
 
@@ -77,7 +78,12 @@ def _check_trajectory(cfg: Any) -> int | None:
     if looks_like_path(name):
         if not Path(name).is_file():
             raise InputError(f"trajectory file '{name}' does not exist")
-        items = load_trajectory_file(name)
+        try:
+            items = load_trajectory_file(name)
+        except ScenescapeError:
+            raise
+        except Exception as e:  # a parser error of a malformed file: name the file
+            raise InputError(f"trajectory file '{name}' is malformed ({type(e).__name__}: {e})") from e
         return sum(int(getattr(s, "frames", None) or 1) for s in items)
     if name not in PRESETS:
         import difflib
@@ -100,18 +106,18 @@ def _load_inputs(cfg: Any, image: str | None, init_depth: str | None) -> tuple[A
     p = Path(image)
     if not p.is_file():
         raise InputError(f"image '{p}' does not exist (check the --image path)")
-    raw = load_image(p)  # converts grey/RGBA to RGB with a warning
+    raw = load_image(p)  # EXIF orientation applied; any mode -> RGB with its range kept
     h0, w0 = raw.shape[:2]
     img = load_image(p, size=(cfg.width, cfg.height)) if (w0, h0) != (cfg.width, cfg.height) else raw
     depth = None
     if init_depth:
         depth = load_depth(init_depth, shape=(h0, w0))
         if (w0, h0) != (cfg.width, cfg.height):
-            import cv2
+            from scenescape.io import fit_to_size
 
-            warnings.warn(f"depth '{init_depth}' resized from {w0}x{h0} to {cfg.width}x{cfg.height} with the image",
-                          stacklevel=2)
-            depth = cv2.resize(depth, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+            warnings.warn(f"depth '{init_depth}' cropped and resized from {w0}x{h0} to {cfg.width}x{cfg.height} "
+                          "with the image", stacklevel=2)
+            depth = fit_to_size(depth, (cfg.width, cfg.height), nearest=True).astype(np.float32)
     return img, depth
 
 
@@ -155,6 +161,7 @@ def _report(result: Any, quiet: bool) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar or timings (for scripts).")
+@plugin_option
 def generate(args: tuple[str, ...], config_path: str | None, image: str | None, init_depth: str | None,
              camera_path: str | None, trajectory: str | None, frames: int | None, out: str | None,
              resume_dir: str | None, overwrite: bool, quiet: bool) -> None:
@@ -176,12 +183,14 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
         if overwrite:
             raise click.UsageError("choose either --resume or --overwrite")
         from scenescape.pipelines.runs import RunFolder
+        from scenescape.registry import check_plugins
 
-        run = RunFolder.open_existing(resume_dir)
+        run = RunFolder.open_existing(resume_dir)  # marker, lock, inputs verified; nothing written
         try:
             cfg = SceneConfig.load(run.config_path)
         except ValueError as e:
             raise RunError(f"cannot resume: the run's config '{run.config_path}' is invalid: {e}") from e
+        check_plugins(cfg)
         pipe = ScenePipeline.from_config(cfg)
         _echo(f"resuming {run.path}", quiet)
         result = _run_pipeline(pipe, quiet, out_dir=run.path, resume=True)
@@ -189,6 +198,11 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
         return
 
     cfg = _build_config(config_path, overrides, prompt, frames, trajectory)
+    from scenescape.registry import check_plugins
+
+    check_plugins(cfg)
+    if "\x00" in cfg.prompt:
+        raise InputError("the prompt contains a NUL character; remove it")
     n_file = _check_trajectory(cfg)
     if n_file is not None and frames is None and not any(o.startswith("frames=") for o in overrides):
         import dataclasses
@@ -199,12 +213,12 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
     if camera_path:
         start = _load_camera(camera_path)
     out_dir = Path(out) if out else default_out_dir(cfg.prompt or (Path(image).stem if image else None))
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise RunError(f"output folder '{out_dir}' already exists; pass --resume {out_dir} to continue it, "
-                       "--overwrite to replace it, or choose another --out")
+    from scenescape.pipelines.runs import RunFolder
+
+    RunFolder.check_new(out_dir, overwrite)  # before the backends load (writes nothing)
     pipe = ScenePipeline.from_config(cfg)
     result = _run_pipeline(pipe, quiet, prompt=cfg.prompt, init_image=img, init_depth=depth, out_dir=out_dir,
-                           overwrite=overwrite, start_camera=start)
+                           overwrite=overwrite, start_camera=start, command=invocation())
     _report(result, quiet)
 
 
@@ -223,8 +237,12 @@ def _load_camera(path: str | Path) -> Any:
         if isinstance(data, dict) and "fx" in data:
             return Camera.from_dict(data)
         return cameras_from_json(data)[0]
-    except ValueError as e:
+    except ScenescapeError as e:
         raise InputError(f"camera file '{p}': {e}") from e
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        what = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise InputError(f"camera file '{p}' is malformed ({what}); it must hold a camera as written by "
+                         "Camera.to_dict (fx, fy, cx, cy, width, height, world_to_camera) or a cameras.json") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +306,7 @@ def demo_config(frames: int = 60, size: int = 512, overrides: list[str] | None =
 @click.option("--size", type=int, default=512, show_default=True, help="Width and height in pixels.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
+@plugin_option
 def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, overwrite: bool, quiet: bool) -> None:
     """Offline walkthrough from the shipped start frame with the classical backends (no model weights).
 
@@ -301,14 +320,15 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
         raise click.UsageError("--frames must be >= 1 and --size >= 16")
     cfg = demo_config(frames, size, list(overrides))
     out_dir = Path(out) if out else default_out_dir("demo")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise RunError(f"output folder '{out_dir}' already exists; pass --overwrite or choose another --out")
+    from scenescape.pipelines.runs import RunFolder
+
+    RunFolder.check_new(out_dir, overwrite)
     img, depth, cam, source = demo_start_frame(size)
     _echo(f"start frame: {source}", quiet)
     pipe = ScenePipeline.from_config(cfg)
     t0 = time.perf_counter()
     result = _run_pipeline(pipe, quiet, init_image=img, init_depth=depth, start_camera=cam, out_dir=out_dir,
-                           overwrite=overwrite)
+                           overwrite=overwrite, command=invocation())
     _echo(f"total {time.perf_counter() - t0:.1f} s", quiet)
     _report(result, quiet)
 

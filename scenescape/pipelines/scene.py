@@ -248,9 +248,12 @@ class SceneResult:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; a named device must be available (else :class:`InputError`)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from scenescape.backends.models import pick_device
+
+    return pick_device(device)
 
 
 def _np(x: Any, dtype: Any = np.float32) -> np.ndarray:
@@ -259,11 +262,11 @@ def _np(x: Any, dtype: Any = np.float32) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def build_from_section(registry: Any, section: BackendConfig, device: torch.device | None) -> Any:
+def build_from_section(registry: Any, section: BackendConfig, device: torch.device | None, key: str | None = None) -> Any:
     """Build a backend from its config section; ``device`` is passed if the constructor takes it."""
     from scenescape.backends.base import build_backend
 
-    cls = registry.get(section.name)
+    cls = registry.get(section.name, key=key)
     takes_device = device is not None and "device" in _params(getattr(cls, "__init__", None))
     extra = {"device": device} if takes_device else {}
     return build_backend(registry, section.name, section.options, **extra)
@@ -443,6 +446,9 @@ class ScenePipeline:
         # "auto": each model backend picks its own device (cuda, then mps, then cpu); the geometry runs on
         # cuda or cpu. A named device is passed to every backend whose options do not name one.
         device = None if cfg.device == "auto" else resolve_device(cfg.device)
+        from scenescape.registry import check_plugins
+
+        check_plugins(cfg)  # a 'module:Class' backend only with the user's consent (names the key)
         depth = build_from_section(DEPTH, cfg.depth, device) if cfg.depth.name else None
         inpainter = build_from_section(INPAINTERS, cfg.inpainter, device) if cfg.inpainter.name else None
         t2i = build_from_section(TEXT_TO_IMAGE, cfg.text_to_image, device) if cfg.text_to_image.name else None
@@ -463,7 +469,7 @@ class ScenePipeline:
     def run(self, prompt: str | None = None, cameras: Sequence[Camera] | None = None, init_image: Any = None,
             init_depth: Any = None, out_dir: str | Path | None = None, resume: bool = False,
             progress: bool = True, overwrite: bool = False, start_camera: Camera | None = None,
-            on_frame: Any = None) -> SceneResult:
+            on_frame: Any = None, command: list[str] | None = None) -> SceneResult:
         """Run the loop.
 
         Args:
@@ -479,6 +485,7 @@ class ScenePipeline:
             overwrite: replace an existing run folder ``out_dir``.
             progress: show a tqdm progress bar with per-frame timings.
             on_frame: optional callback ``on_frame(index, seconds)`` after each frame.
+            command: the command line, recorded in the run folder's marker.
         """
         cfg = self.config
         prompt = cfg.prompt if prompt is None else str(prompt)
@@ -532,13 +539,18 @@ class ScenePipeline:
         if cams is not None and len(cams) > 1 and self.inpainter is None:
             raise InputError("no inpainter configured; set inpainter.name (opencv, diffusers, oracle)")
 
+        if cams is None and cfg.trajectory is not None:  # a dry run: bad trajectory params fail before writing
+            dry = self.build_cameras(cam0, scene_scale=cfg.scene_scale or 1.0)
+            if not all(np.isfinite(c.world_to_camera.detach().cpu().numpy()).all() for c in dry):
+                raise InputError(f"trajectory '{cfg.trajectory.name}' with params {dict(cfg.trajectory.params)} gives "
+                                 "non-finite camera poses; check its numbers (NaN or infinite)")
+
         if out_dir is not None and not resume:  # everything validated: only now is the folder made
-            from scenescape.config import save_yaml
             from scenescape.pipelines.runs import RunFolder
 
-            run = RunFolder.create(out_dir, overwrite=overwrite)
-            save_yaml(dataclasses.replace(cfg, prompt=prompt), run.config_path)  # resolved, with the prompt
-            run.save_inputs(init_image, init_depth, cam0)
+            run = RunFolder.begin(out_dir, mode="scene", config=dataclasses.replace(cfg, prompt=prompt),  # resolved
+                                  inputs={"image.npy": init_image, "depth.npy": init_depth, "camera.json": cam0},
+                                  overwrite=overwrite, command=command)
 
         # ---- state: fresh or from the checkpoint ----------------------------------------------
         frames: list[np.ndarray] = []
@@ -565,6 +577,8 @@ class ScenePipeline:
                 timings[k] = float(v)
             prev = {k: v for k, v in extra.items()}
             start_index = done + 1
+        if run is not None and resume:  # everything verified: a folder killed while being created is completed
+            run.complete_creation()
 
         bar = None
         t_loop = time.perf_counter()
@@ -624,6 +638,7 @@ class ScenePipeline:
                              timings=timings, frame_times=frame_times, run_dir=run.path if run else None)
         if run is not None:
             self._finish_run(run, result, prompt, time.perf_counter() - t_loop)
+            run.close()  # the folder's lock
         return result
 
     # ------------------------------------------------------------------ internals

@@ -21,6 +21,7 @@ from scenescape.pipelines.object.pipeline import (
     export_run,
     load_run,
     psnr,
+    resume_run,
     view_name,
     view_prompt,
 )
@@ -29,5 +30,5 @@ __all__ = [
     "AnalyticField", "AnalyticTarget", "Background", "BackgroundConfig", "FieldConfig", "HashGridEncoding",
     "NeRFField", "ObjectConfig", "ObjectPipeline", "ObjectResult", "RenderConfig", "RenderOutput", "auto_threshold",
     "eval_cameras", "export_run", "extract_mesh", "load_run", "orbit_camera", "orbit_video", "psnr",
-    "render_cameras", "view_name", "view_prompt",
+    "resume_run",     "render_cameras", "view_name", "view_prompt",
 ]
