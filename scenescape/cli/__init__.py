@@ -44,7 +44,7 @@ def plugin_option(fn: Any) -> Any:
 class _Group(click.Group):
     def make_context(self, info_name: Any, args: list[str], parent: Any = None, **extra: Any) -> click.Context:
         global _invocation
-        _invocation = [str(info_name or "scenescape"), *[str(a) for a in args]]
+        _invocation = ["scenescape", *[str(a) for a in args]]
         return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]

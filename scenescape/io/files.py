@@ -45,19 +45,24 @@ def _file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
+def atomic_write_count() -> int:
+    """How many atomic writes this process has completed (tests use it to enumerate write boundaries)."""
+    return _writes
+
+
 def _write_boundary(before_rename: bool) -> None:
-    spec = os.environ.get(KILL_ENV)
-    if not spec:
-        return
     global _writes
-    parts = spec.split(":")
-    at_tmp = "tmp" in parts[1:]
-    if at_tmp != before_rename:
+    spec = os.environ.get(KILL_ENV)
+    if before_rename and not spec:
         return
     with _writes_lock:
-        _writes += 1
-        n = _writes
-    if n == int(parts[0]):
+        if not before_rename:
+            _writes += 1
+        n = _writes + (1 if before_rename else 0)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if ("tmp" in parts[1:]) == before_rename and n == int(parts[0]):
         import signal
 
         os.kill(os.getpid(), signal.SIGINT if "INT" in parts[1:] else signal.SIGKILL)

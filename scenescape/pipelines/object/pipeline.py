@@ -337,9 +337,25 @@ class ObjectResult:
     seconds: float
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy whose strings are interned: pickle shares equal strings by identity, so without this the same
+    state (one built by a run, one loaded from a checkpoint) pickles to different bytes."""
+    import sys
+
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch names the archive's records after a path's file name, and the temporary
+    # name is random -- the same state must give the same bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_canonical(obj), fh)
 
 
 def load_checkpoint(path: str | os.PathLike, max_steps: int | None = None) -> dict[str, Any]:
