@@ -34,7 +34,8 @@ class SlowInpainter(OpenCVInpainter):
 def _args(photo: Path, out: Path) -> list[str]:
     return ["generate", "--config", str(ROOT / "configs" / "cpu-tiny.yaml"), "--image", str(photo / "image.png"),
             "--init-depth", str(photo / "depth.npy"), "--frames", str(FRAMES), "--out", str(out), "--quiet",
-            "seed=7", "inpainter.name=test_resume:SlowInpainter", "width=80", "height=80", "focal=78"]
+            "seed=7", "inpainter.name=test_resume:SlowInpainter", "width=80", "height=80", "focal=78",
+            "--allow-plugins"]
 
 
 def _files(run: Path) -> dict[str, bytes]:

@@ -119,8 +119,14 @@ def is_run_folder(path: str | Path) -> bool:
     return read_marker(path) is not None
 
 
+def _own_leftover(name: str) -> bool:
+    """The lock file, or the temporary file of a marker write that was interrupted."""
+    return name == LOCK or (name.startswith(MARKER + ".") and bool(_TEMP.match(name)))
+
+
 def _contents(p: Path) -> list[str]:
-    return sorted(x.name for x in p.iterdir() if x.name != LOCK)
+    """What a folder holds besides scenescape's own lock and interrupted-marker leftovers."""
+    return sorted(x.name for x in p.iterdir() if not _own_leftover(x.name))
 
 
 def restart_command(marker: dict[str, Any] | None, path: Path) -> str:
@@ -238,6 +244,9 @@ class RunFolder:
         run._lock()
         try:
             cls.check_new(p, overwrite)  # again, under the lock
+            for q in p.iterdir():
+                if q.name != LOCK and _own_leftover(q.name):
+                    q.unlink(missing_ok=True)
             found = _contents(p)
             if found:
                 for name in found:  # the marker goes last (replaced below), so a kill here leaves a marked folder
@@ -572,7 +581,7 @@ class RunFolder:
             if p.suffix == ".npz" and not p.name.startswith(".") and p.name not in referenced:
                 p.unlink(missing_ok=True)
 
-    def _read_state_raw(self) -> dict[str, Any]:
+    def _read_state_raw(self, n_cameras: int | None = None) -> dict[str, Any]:
         """``state.json``, verified: its checksum over its own fields, then every field's type and range."""
         f = self.state_path
         fix = (f"the run cannot be resumed - start again with --overwrite (this deletes '{self.path}') "
@@ -586,6 +595,10 @@ class RunFolder:
                            f"{data.get('version') if isinstance(data, dict) else None!r}, expected {STATE_VERSION}); {fix}")
         if data.get("checksum") != _digest({k: v for k, v in data.items() if k != "checksum"}):
             raise RunError(f"checkpoint '{f}' does not match its own checksum (it was edited or damaged); {fix}")
+        frame = data.get("frame")
+        if n_cameras is not None and isinstance(frame, int) and not 0 <= frame < n_cameras:
+            raise RunError(f"checkpoint '{f}' is invalid: frame {frame} is outside the run's {n_cameras} cameras "
+                           f"(0..{n_cameras - 1}); {fix}")
         problem = _state_problem(data)
         if problem:
             raise RunError(f"checkpoint '{f}' is invalid: {problem}; {fix}")
@@ -603,13 +616,10 @@ class RunFolder:
             # killed before the first state.json: mesh files without a state are not a checkpoint (the next
             # checkpoint replaces them); the run starts from frame 0
             return None
-        data = self._read_state_raw()
         cams = self.load_cameras()
         if cams is None:
             raise RunError(f"run '{self.path}' has a checkpoint but no cameras.json: it is corrupt")
-        if not 0 <= data["frame"] < len(cams):
-            raise RunError(f"checkpoint '{self.state_path}' is invalid: frame {data['frame']} is outside the run's "
-                           f"{len(cams)} cameras (0..{len(cams) - 1}); start again with --overwrite or another --out")
+        data = self._read_state_raw(n_cameras=len(cams))
         files = data.get("files") or {}
         sums = data.get("sha256") or {}
         base = files.get("mesh")

@@ -540,7 +540,11 @@ class ScenePipeline:
             raise InputError("no inpainter configured; set inpainter.name (opencv, diffusers, oracle)")
 
         if cams is None and cfg.trajectory is not None:  # a dry run: bad trajectory params fail before writing
-            dry = self.build_cameras(cam0, scene_scale=cfg.scene_scale or 1.0)
+            try:
+                dry = self.build_cameras(cam0, scene_scale=cfg.scene_scale or 1.0)
+            except InputError as e:
+                raise InputError(f"trajectory '{cfg.trajectory.name}' with params {dict(cfg.trajectory.params)}: {e}"
+                                 ) from e
             if not all(np.isfinite(c.world_to_camera.detach().cpu().numpy()).all() for c in dry):
                 raise InputError(f"trajectory '{cfg.trajectory.name}' with params {dict(cfg.trajectory.params)} gives "
                                  "non-finite camera poses; check its numbers (NaN or infinite)")
