@@ -121,7 +121,7 @@ def is_run_folder(path: str | Path) -> bool:
 
 def _own_leftover(name: str) -> bool:
     """The lock file, or the temporary file of a marker write that was interrupted."""
-    return name == LOCK or (name.startswith(MARKER + ".") and bool(_TEMP.match(name)))
+    return name == LOCK or (name.startswith("." + MARKER + ".") and bool(_TEMP.match(name)))
 
 
 def _contents(p: Path) -> list[str]:
@@ -437,16 +437,6 @@ class RunFolder:
         return self.path / "masks" / f"{frame_name(i)}.png"
 
     # ------------------------------------------------------------------ inputs and cameras
-    def save_inputs(self, image: Any | None, depth: Any | None, camera: Any | None = None) -> None:
-        """Keep the exact start inputs (float arrays) so a resume starts from the same data."""
-        d = self.path / "inputs"
-        if image is not None:
-            save_npy(d / "image.npy", np.asarray(image, np.float32))
-        if depth is not None:
-            save_npy(d / "depth.npy", np.asarray(depth, np.float32))
-        if camera is not None:
-            write_json(d / "camera.json", camera.to_dict())
-
     def load_inputs(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         d = self.path / "inputs"
         out = []
