@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scenescape.io import save_image, save_npy, write_json
 from scenescape.evaluation import WORLDS, default_camera, make_world
+from scenescape.io import save_image, save_npy, write_json
 
 
 def make_demo(out: Path, world: str = "room", size: int = 512, seed: int = 0) -> dict[str, Path]:

@@ -38,6 +38,7 @@ def forked(args: list[str], spec: str, timeout: float = 120.0) -> int:
     if pid == 0:  # child
         code = 99
         try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh process (Ctrl-C test)
             os.environ[files.KILL_ENV] = spec
             files._writes = 0
             res = CliRunner().invoke(cli, [str(a) for a in args])

@@ -26,7 +26,7 @@ class SlowInpainter(OpenCVInpainter):
     """OpenCV Telea plus a pause, so the test can kill the run between frames (named as
     ``test_resume:SlowInpainter`` in the config: the ``module:Class`` path of user backends)."""
 
-    def inpaint(self, image, mask, camera=None, prompt=""):
+    def inpaint(self, image, mask, camera=None, prompt="", seed=None, negative_prompt=None):
         time.sleep(0.2)
         return super().inpaint(image, mask, camera, prompt)
 
@@ -85,7 +85,9 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     kept = {p: p.stat().st_mtime_ns for p in (killed / "frames").glob("*.png") if int(p.stem) <= done}
     assert len(kept) == done + 1
     time.sleep(0.05)
-    res = CliRunner().invoke(cli, ["generate", "--resume", str(killed), "--quiet"], catch_exceptions=False)
+    # the run folder names a plugin: its resume needs the user's consent again
+    res = CliRunner().invoke(cli, ["generate", "--resume", str(killed), "--quiet", "--allow-plugins"],
+                             catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "resume recomputed checkpointed frames"
 

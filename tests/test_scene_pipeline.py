@@ -355,7 +355,7 @@ class _SpyInpainter:
     def __init__(self):
         self.calls = []
 
-    def inpaint(self, image, mask, camera, prompt, seed=None):
+    def inpaint(self, image, mask, camera, prompt, seed=None, negative_prompt=None):
         image, mask = np.asarray(image), np.asarray(mask)
         self.calls.append((image.copy(), mask.copy(), seed))
         noise = np.random.default_rng(seed).random(image.shape).astype(np.float32)

@@ -7,18 +7,20 @@ import torch
 
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.projection import project
+from scenescape.geometry.rotations import slerp_rotation
+from scenescape.io.nerfstudio import (
+    cameras_from_nerfstudio_path,
+    cameras_from_nerfstudio_transforms,
+    to_nerfstudio_transforms,
+)
 from scenescape.trajectories import (
     PRESETS,
     TrajectoryConfig,
     build_trajectory,
-    cameras_from_nerfstudio_path,
-    cameras_from_nerfstudio_transforms,
     interpolate_keyframes,
     load_trajectory_file,
     save_cameras,
     save_trajectory_file,
-    slerp_rotation,
-    to_nerfstudio_transforms,
 )
 
 

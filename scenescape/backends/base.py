@@ -14,6 +14,7 @@ when a config names it.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Protocol, runtime_checkable
 
 from scenescape.config import ConfigError, from_dict
@@ -40,14 +41,19 @@ class DepthEstimator(Protocol):
 
 @runtime_checkable
 class Inpainter(Protocol):
-    def inpaint(self, image: Any, mask: Any, camera: Camera, prompt: str) -> Any:
-        """Fill the pixels where ``mask`` ``(H, W)`` is True; return ``(H, W, 3)`` in [0, 1]."""
+    def inpaint(self, image: Any, mask: Any, camera: Camera, prompt: str, seed: int | None = None,
+                negative_prompt: str | None = None) -> Any:
+        """Fill the pixels where ``mask`` ``(H, W)`` is True; return ``(H, W, 3)`` in [0, 1].
+
+        ``seed``: this call's noise seed (deterministic backends ignore it); ``negative_prompt``: None for the
+        backend's own default.
+        """
         ...
 
 
 @runtime_checkable
 class TextToImage(Protocol):
-    def generate(self, prompt: str, width: int, height: int, seed: int) -> Any:
+    def generate(self, prompt: str, width: int, height: int, seed: int, negative_prompt: str | None = None) -> Any:
         """A ``(height, width, 3)`` image in [0, 1] for ``prompt``, deterministic for a given seed."""
         ...
 
@@ -63,19 +69,27 @@ class BackendConfig:
     name: str = ""
     options: dict = dataclasses.field(default_factory=dict)
 
-    def build(self, registry: Registry, **extra: Any) -> Any:
+    def build(self, registry: Registry, device: Any = None, **extra: Any) -> Any:
+        """Build the named backend (see :func:`build_backend`)."""
         if not self.name:
             raise ConfigError(f"no {registry.kind} backend is configured (set {registry.kind}.name)")
-        return build_backend(registry, self.name, self.options, **extra)
+        return build_backend(registry, self.name, self.options, device=device, **extra)
 
 
-def build_backend(registry: Registry, name: str, options: dict[str, Any] | None = None, **extra: Any) -> Any:
-    """Instantiate the backend ``name`` from ``registry`` with its config section ``options``.
+def build_backend(registry: Registry, name: str, options: dict[str, Any] | None = None, device: Any = None,
+                  **extra: Any) -> Any:
+    """Instantiate the backend ``name`` from ``registry`` with its config section ``options``: the one way
+    every backend is built.
 
-    ``extra`` keyword arguments (runtime objects such as a device) are passed to the constructor.
+    A class with a nested dataclass ``Config`` gets it, validated (unknown keys are errors), as its single
+    positional argument; any other class gets the options as keyword arguments. ``device`` (the pipeline's,
+    or None for each backend's own ``auto``) is passed only to constructors that take a ``device`` argument.
+    ``extra`` keyword arguments (runtime objects) are passed to the constructor.
     """
     cls = registry.get(name)
     options = dict(options or {})
+    if device is not None and "device" in _parameters(cls):
+        extra["device"] = device
     cfg_cls = getattr(cls, "Config", None)
     if cfg_cls is not None and dataclasses.is_dataclass(cfg_cls):
         cfg = from_dict(cfg_cls, options, where=f"{registry.kind}[{name}]")
@@ -84,6 +98,13 @@ def build_backend(registry: Registry, name: str, options: dict[str, Any] | None 
         return cls(**options, **extra)
     except TypeError as e:
         raise ConfigError(f"{registry.kind} backend '{name}' rejected its options {sorted(options)}: {e}") from e
+
+
+def _parameters(cls: Any) -> set[str]:
+    try:
+        return set(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def seed_for_frame(seed: int, frame: int, stream: int = 0) -> int:

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from scenescape.devices import pick_device  # noqa: F401  (re-exported: backends use it)
 from scenescape.errors import InputError, ModelNotFoundError
 
 # kind -> the file that marks a complete model folder, and what to download for it.
@@ -207,26 +208,6 @@ def backend_config(cls: Any, config: Any, device: Any, kwargs: dict) -> Any:
     if device is not None and cfg.device == "auto":
         cfg = dataclasses.replace(cfg, device=str(device))
     return cfg
-
-
-def pick_device(name: str = "auto") -> Any:
-    """``"auto"`` -> cuda if available, else mps, else cpu; otherwise ``torch.device(name)``."""
-    import torch
-
-    if name in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"device '{name}' is not a valid torch device (use auto, cpu, cuda, cuda:1, mps)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{name}' was requested but CUDA is not available; use device=auto or cpu")
-    return dev
 
 
 def pick_dtype(name: str, device: Any) -> Any:

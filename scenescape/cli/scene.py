@@ -66,31 +66,29 @@ def _build_config(config_path: str | None, overrides: list[str], prompt: str | N
     if frames is not None:
         data["frames"] = frames
     if trajectory is not None:
-        data["trajectory"] = {"name": trajectory, "params": {}}
+        from scenescape.trajectories import TrajectoryConfig
+
+        t = TrajectoryConfig.parse(trajectory)
+        data["trajectory"] = {"name": t.name, "params": {}, "file": t.file}
     return from_dict(SceneConfig, data)
 
 
 def _check_trajectory(cfg: Any) -> int | None:
     """Validate a trajectory file or preset name before anything is written; a file's frame count."""
-    from scenescape.trajectories import PRESETS, load_trajectory_file, looks_like_path
+    from scenescape.trajectories import get_preset, load_trajectory_file
 
-    name = cfg.trajectory.name
-    if looks_like_path(name):
-        if not Path(name).is_file():
-            raise InputError(f"trajectory file '{name}' does not exist")
+    tcfg = cfg.trajectory
+    if tcfg.file:
+        if not Path(tcfg.file).is_file():
+            raise InputError(f"trajectory file '{tcfg.file}' does not exist")
         try:
-            items = load_trajectory_file(name)
+            items = load_trajectory_file(tcfg.file)
         except ScenescapeError:
             raise
         except Exception as e:  # a parser error of a malformed file: name the file
-            raise InputError(f"trajectory file '{name}' is malformed ({type(e).__name__}: {e})") from e
+            raise InputError(f"trajectory file '{tcfg.file}' is malformed ({type(e).__name__}: {e})") from e
         return sum(int(getattr(s, "frames", None) or 1) for s in items)
-    if name not in PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise InputError(f"unknown trajectory '{name}'.{hint} Presets: {', '.join(PRESETS)}; or give a .json/.yaml file")
+    get_preset(tcfg.name)  # an unknown preset is an error naming the nearest one
     return None
 
 

@@ -1,4 +1,4 @@
-"""Procedural indoor worlds with exact ground truth, oracle backends and mesh-fidelity scoring.
+"""Procedural indoor worlds with exact ground truth at any camera.
 
 A :class:`World` is a closed room (an axis-aligned box seen from inside) holding solid occluders
 (boxes, optionally rotated about the vertical axis, and vertical round pillars). Its colour is a smooth
@@ -9,20 +9,12 @@ ray-cylinder quadratics; nearest hit), vectorised over all pixels.
 
 World coordinates follow the OpenCV convention used everywhere in scenescape: y points down (the floor
 is at positive y), the default camera is at the origin looking along +z.
-
-Oracle backends (registered lazily as ``"oracle"`` in the depth and inpainter registries):
-:class:`OracleDepth` returns the ground-truth z-depth and :class:`OracleInpainter` the ground-truth
-colour inside the mask (keeping the given pixels outside), for whatever camera they are asked about.
-
-Scoring: :func:`fuse_with_oracle` runs the plain geometric loop (render -> disocclusion mask -> oracle
-RGB-D -> ``SceneMesh.extend_from_rgbd``) and :func:`evaluate_mesh` scores a mesh at held-out cameras.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,12 +23,11 @@ import torch
 
 from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
-from scenescape.geometry.projection import as_tensor, camera_rays, project
+from scenescape.geometry.projection import camera_rays
 
 _EPS = 1e-6
 
 
-# ---------------------------------------------------------------------------------------------- primitives
 @dataclasses.dataclass
 class Box:
     """Solid box: ``centre`` (3,), ``half`` extents (3,), ``yaw`` rotation (rad) about the vertical (y) axis."""
@@ -272,7 +263,6 @@ class World:
                 f"room {self.room_lo.tolist()} .. {self.room_hi.tolist()})")
 
 
-# ---------------------------------------------------------------------------------------------- worlds
 def room(seed: int = 0) -> World:
     """A 5 x 2.8 x 10 room; occluders at depths 1.8-5.3 in front of the start camera and behind it."""
     boxes = [
@@ -359,329 +349,5 @@ def suggest_trajectory(world: str | World = "room", kind: str = "forward_yaw", f
     return TrajectoryConfig(name=kind, params=params[kind], frames=frames)
 
 
-# ---------------------------------------------------------------------------------------------- oracles
-def _check_image(image: Any, camera: Camera, what: str) -> torch.Tensor:
-    img = as_tensor(image)
-    if img.shape != (camera.height, camera.width, 3):
-        raise InputError(f"{what} has shape {tuple(img.shape)}, but the camera is "
-                         f"{camera.height}x{camera.width}; expected (H, W, 3)")
-    return img
-
-
-class OracleDepth:
-    """Depth "estimator" that returns the world's exact z-depth ``(H, W)`` for the camera it is given."""
-
-    @dataclasses.dataclass
-    class Config:
-        world: str = "room"
-        seed: int = 0
-
-    def __init__(self, cfg: OracleDepth.Config | None = None, world: World | None = None, **kwargs: Any):
-        self.cfg = cfg if cfg is not None else OracleDepth.Config(**kwargs)
-        self.world = world if world is not None else make_world(self.cfg.world, self.cfg.seed)
-
-    def estimate(self, image: Any, camera: Camera, known_depth: Any = None, known_mask: Any = None) -> torch.Tensor:
-        """Ground-truth z-depth ``(H, W)`` float32 (``image`` is only shape-checked)."""
-        img = _check_image(image, camera, "image")
-        _, depth = self.world.render(camera, device=img.device)
-        return depth
-
-
-class OracleInpainter:
-    """Inpainter that returns the world's exact colour inside ``mask`` and keeps ``image`` outside."""
-
-    @dataclasses.dataclass
-    class Config:
-        world: str = "room"
-        seed: int = 0
-
-    def __init__(self, cfg: OracleInpainter.Config | None = None, world: World | None = None, **kwargs: Any):
-        self.cfg = cfg if cfg is not None else OracleInpainter.Config(**kwargs)
-        self.world = world if world is not None else make_world(self.cfg.world, self.cfg.seed)
-
-    def inpaint(self, image: Any, mask: Any, camera: Camera, prompt: str = "") -> torch.Tensor:
-        """``(H, W, 3)`` float32: ground truth where ``mask`` ``(H, W)`` is True, ``image`` elsewhere."""
-        img = _check_image(image, camera, "image")
-        m = as_tensor(mask, dtype=torch.bool, device=img.device)
-        if m.shape != (camera.height, camera.width):
-            raise InputError(f"mask has shape {tuple(m.shape)}, expected (H, W) = {camera.shape}")
-        gt, _ = self.world.render(camera, device=img.device)
-        return torch.where(m[..., None], gt, img.float())
-
-
-# ---------------------------------------------------------------------------------------------- fusion
-FUSION_MASK_DEFAULTS: dict[str, Any] = {"edge_ring": 1}
-"""``disocclusion_mask`` options :func:`fuse_with_oracle` uses unless ``mask_kwargs`` overrides them."""
-
-
-def fuse_with_oracle(world: str | World, cameras: Sequence[Camera], dilate: int = 1, seed: int = 0,
-                     render_kwargs: dict[str, Any] | None = None,
-                     progress: Callable[[dict[str, Any]], None] | None = None,
-                     mask_kwargs: dict[str, Any] | None = None,
-                     extend_kwargs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
-    """Fuse a mesh along ``cameras`` with the oracle backends (the plain geometric loop).
-
-    Frame 0: ``SceneMesh.from_rgbd`` of the ground truth. Each later frame: ``render_mesh`` -> uncovered
-    pixels -> ``disocclusion_mask(coverage, dilate, depth=out.depth, edge_ring=1)`` -> oracle inpaint +
-    oracle depth -> ``mesh.extend_from_rgbd(image, depth, cam, mask, render=out)``, where the ``edge_ring``
-    band (far side of a rendered depth jump) stays in the extension mask only where the new depth is nearer
-    (:func:`~scenescape.geometry.masks.confirm_nearer`); ``mask_kwargs={"edge_ring": 0}`` turns it off.
-
-    ``render_kwargs``, ``mask_kwargs`` and ``extend_kwargs`` are passed to ``render_mesh``,
-    ``disocclusion_mask`` and ``from_rgbd``/``extend_from_rgbd`` (to compare geometry options).
-
-    Returns:
-        ``(mesh, stats)``; ``stats[i]``: ``frame``, ``missing`` (pixels the render left uncovered),
-        ``mask_pixels`` (after dilation), ``faces_added``, ``faces_per_missing``, ``seconds``.
-    """
-    from scenescape.geometry.masks import confirm_nearer, disocclusion_mask
-    from scenescape.geometry.mesh import SceneMesh
-    from scenescape.geometry.raster import render_mesh
-
-    w = make_world(world, seed)
-    cams = list(cameras)
-    if not cams:
-        raise InputError("fuse_with_oracle: cameras is empty")
-    depth_oracle = OracleDepth(world=w)
-    inpainter = OracleInpainter(world=w)
-    rk = dict(render_kwargs or {})
-    t0 = time.perf_counter()
-    img0, dep0 = w.render(cams[0])
-    mk, ek = {**FUSION_MASK_DEFAULTS, **(mask_kwargs or {})}, dict(extend_kwargs or {})
-    mesh = SceneMesh.from_rgbd(img0, dep0, cams[0], **ek)
-    n_pix = cams[0].width * cams[0].height
-    stats = [{"frame": 0, "missing": n_pix, "mask_pixels": n_pix, "faces_added": int(mesh.faces.shape[0]),
-              "faces_per_missing": mesh.faces.shape[0] / n_pix, "seconds": time.perf_counter() - t0}]
-    if progress:
-        progress(stats[-1])
-    for i, cam in enumerate(cams[1:], start=1):
-        t0 = time.perf_counter()
-        out = render_mesh(mesh, cam, **rk)
-        covered = as_tensor(out.mask, dtype=torch.bool)
-        missing = int((~covered).sum())
-        mask = as_tensor(disocclusion_mask(covered, dilate=dilate, depth=out.depth, **mk),
-                         dtype=torch.bool)
-        n_before = int(mesh.faces.shape[0])
-        mask_pixels = int(mask.sum())
-        if mask_pixels:
-            image = inpainter.inpaint(out.image, mask, cam, "")
-            depth = depth_oracle.estimate(image, cam, known_depth=out.depth, known_mask=covered)
-            ext_mask = mask
-            if mk["edge_ring"]:
-                base_kw = {k: v for k, v in mk.items() if k not in ("edge_ring", "edge_threshold")}
-                base = as_tensor(disocclusion_mask(covered, dilate=dilate, **base_kw), dtype=torch.bool)
-                ext_mask = confirm_nearer(mask, base, out.depth, as_tensor(depth),
-                                          mk.get("edge_threshold", 0.1))
-            if ext_mask.any():
-                mesh.extend_from_rgbd(image, depth, cam, ext_mask, render=out, **ek)
-        added = int(mesh.faces.shape[0]) - n_before
-        stats.append({"frame": i, "missing": missing, "mask_pixels": mask_pixels, "faces_added": added,
-                      "faces_per_missing": added / missing if missing else float("inf" if added else "nan"),
-                      "seconds": time.perf_counter() - t0})
-        if progress:
-            progress(stats[-1])
-    return mesh, stats
-
-
-# ---------------------------------------------------------------------------------------------- scoring
-def held_out_cameras(cameras: Sequence[Camera], n_perturbed: int = 4, shift: float = 0.02,
-                     angle: float = 0.01, seed: int = 0) -> list[Camera]:
-    """Midpoints between consecutive poses (centre lerp, rotation slerp) plus ``n_perturbed`` small
-    perturbations (centre moved by ``shift`` units, rotated by ``angle`` rad about a random axis) of evenly
-    spaced trajectory cameras."""
-    from scenescape.trajectories import _c2w, _camera_from_c2w, axis_angle_matrix, interpolate_cameras
-
-    cams = list(cameras)
-    out = [interpolate_cameras(a, b, 0.5) for a, b in zip(cams[:-1], cams[1:])]
-    rng = np.random.default_rng(seed)
-    if n_perturbed > 0 and cams:
-        idx = np.linspace(0, len(cams) - 1, n_perturbed + 2)[1:-1].round().astype(int)
-        for i in idx:
-            c = _c2w(cams[i])
-            v = rng.normal(size=3)
-            ax = rng.normal(size=3)
-            rot = axis_angle_matrix(ax, angle) @ c[:3, :3]
-            out.append(_camera_from_c2w(cams[i], rot, c[:3, 3] + shift * v / np.linalg.norm(v)))
-    return out
-
-
-def seen_mask(world: World, camera: Camera, train_cameras: Sequence[Camera], points: torch.Tensor | None = None,
-              quad_tol: float = 0.05, train_depths: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """``(H, W)`` bool: pixels of ``camera`` whose ground-truth surface point some training camera saw.
-
-    A point counts as seen by a training camera when it projects inside the span of that camera's pixel
-    centres (``0.5 <= u <= W - 0.5``, same for v), in front of it, and lies in a triangle of that camera's
-    pixel-centre grid (either diagonal of the surrounding 2x2 quad) whose three corners have ground-truth
-    depth within ``quad_tol`` (relative) of the point's own z-depth there: the point lies on the surface
-    patch that camera's RGB-D pixels sample, not behind an occluder and not in a triangle that spans a
-    depth edge (which a careful triangulation drops). ``train_depths`` (their ground-truth depth maps)
-    may be passed to avoid re-rendering them.
-    """
-    if points is None:
-        points = world.render_full(camera)["points"]
-    pts = points.reshape(-1, 3).float()
-    seen = torch.zeros(pts.shape[0], dtype=torch.bool)
-    for k, tc in enumerate(train_cameras):
-        dep = train_depths[k] if train_depths is not None else world.render(tc)[1]
-        uv, z = project(pts, tc)
-        u, v = uv[:, 0], uv[:, 1]
-        inb = (z > 1e-6) & (u >= 0.5) & (u <= tc.width - 0.5) & (v >= 0.5) & (v <= tc.height - 0.5)
-        j0 = (u - 0.5).floor().long().clamp(0, tc.width - 2)
-        i0 = (v - 0.5).floor().long().clamp(0, tc.height - 2)
-        a = u - 0.5 - j0  # in [0, 1] across the quad
-        b = v - 0.5 - i0
-
-        def good(di: int, dj: int, i0=i0, j0=j0, z=z, dep=dep) -> torch.Tensor:
-            return (dep[i0 + di, j0 + dj] - z).abs() <= quad_tol * z.abs()
-
-        g00, g01, g10, g11 = good(0, 0), good(0, 1), good(1, 0), good(1, 1)
-        in_tri = (((a >= b) & g00 & g01 & g11) | ((a <= b) & g00 & g10 & g11)
-                  | ((a + b <= 1) & g00 & g01 & g10) | ((a + b >= 1) & g01 & g10 & g11))
-        seen |= inb & in_tri
-    return seen.reshape(camera.height, camera.width)
-
-
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    a = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
-    if a.size == 0:
-        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "mean": float("nan")}
-    return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max()), "mean": float(a.mean())}
-
-
-def evaluate_mesh(mesh: Any, world: str | World, cameras: Sequence[Camera],
-                  train_cameras: Sequence[Camera] | None = None, floating_ratio: float = 0.9,
-                  render_kwargs: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Score ``mesh`` against ground truth at held-out ``cameras``.
-
-    Per camera:
-
-    * ``coverage``: fraction of the pixels some training camera saw (:func:`seen_mask`) that the mesh
-      renders (all pixels when ``train_cameras`` is None);
-    * ``psnr``: dB over the pixels the mesh renders (ground truth covers every pixel);
-    * ``abs_rel``: mean ``|d - d_gt| / d_gt`` over rendered pixels;
-    * ``floating``: fraction of rendered pixels with ``d < floating_ratio * d_gt`` (in front of the surface);
-    * ``rendered``: fraction of all pixels rendered.
-
-    Returns ``{"per_camera": [...], "summary": {metric: {median, min, max, mean}}}``.
-    """
-    from scenescape.geometry.raster import render_mesh
-
-    w = make_world(world, seed)
-    rk = dict(render_kwargs or {})
-    per = []
-    train_depths = [w.render(tc)[1] for tc in train_cameras] if train_cameras is not None else None
-    for k, cam in enumerate(cameras):
-        gt = w.render_full(cam)
-        out = render_mesh(mesh, cam, **rk)
-        rmask = as_tensor(out.mask, dtype=torch.bool).cpu()
-        rimg = as_tensor(out.image).cpu()
-        rdep = as_tensor(out.depth).cpu()
-        gimg, gdep = gt["image"], gt["depth"]
-        seen = (seen_mask(w, cam, train_cameras, gt["points"], train_depths=train_depths)
-                if train_cameras is not None
-                else torch.ones_like(rmask))
-        n_seen = int(seen.sum())
-        n_r = int(rmask.sum())
-        rec: dict[str, Any] = {"camera": k, "seen": n_seen / rmask.numel(), "rendered": n_r / rmask.numel()}
-        rec["coverage"] = float((rmask & seen).sum()) / n_seen if n_seen else float("nan")
-        if n_r:
-            mse = float(((rimg - gimg) ** 2)[rmask].mean())
-            rec["psnr"] = 10 * math.log10(1.0 / max(mse, 1e-12))
-            rel = (rdep - gdep).abs() / gdep
-            rec["abs_rel"] = float(rel[rmask].mean())
-            rec["floating"] = float((rdep < floating_ratio * gdep)[rmask].float().mean())
-        else:
-            rec.update(psnr=float("nan"), abs_rel=float("nan"), floating=float("nan"))
-        per.append(rec)
-    keys = ("coverage", "psnr", "abs_rel", "floating", "rendered", "seen")
-    return {"per_camera": per, "summary": {k: _stats([r[k] for r in per]) for k in keys}}
-
-
-# ---------------------------------------------------------------------------------------------- fidelity
-#: The issue's bars for the oracle-fusion fidelity benchmark: name -> (comparison, threshold).
-FIDELITY_BARS: dict[str, tuple[str, Any]] = {
-    "coverage_median": (">=", 0.998),
-    "coverage_min": (">=", 0.995),
-    "floating_median": ("<=", 0.001),
-    "floating_max": ("<=", 0.005),
-    "abs_rel_median": ("<=", 0.0015),
-    "faces_per_missing": ("between", (1.7, 4.0)),
-    "zero_missing_frames": ("==", 0),
-}
-
-
-def _check_bar(value: float, op: str, bar: Any) -> bool:
-    if not math.isfinite(value):
-        return False
-    if op == ">=":
-        return value >= bar
-    if op == "<=":
-        return value <= bar
-    if op == "==":
-        return value == bar
-    lo, hi = bar
-    return lo <= value <= hi
-
-
-def run_fidelity(world: str | World, trajectory: str = "forward_yaw", width: int = 512, height: int | None = None,
-                 fx: float | None = None, frames: int = 24, dilate: int = 1, n_perturbed: int = 4, seed: int = 0,
-                 render_kwargs: dict[str, Any] | None = None, mask_kwargs: dict[str, Any] | None = None,
-                 extend_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fuse ``world`` along a suggested trajectory with the oracle backends and score it.
-
-    ``trajectory`` is a :func:`suggest_trajectory` kind (the same path for any ``frames``). ``fx`` defaults
-    to ``500 * width / 512``. Held-out cameras: midpoints between consecutive poses plus ``n_perturbed``
-    small perturbations. Returns settings, per-frame fusion stats, the :func:`evaluate_mesh` result,
-    ``figures`` (summary numbers) and ``bars`` (``{name: {value, op, bar, pass}}`` for :data:`FIDELITY_BARS`).
-    """
-    from scenescape.trajectories import build_trajectory
-
-    w = make_world(world, seed)
-    height = width if height is None else height
-    fx = 500.0 * width / 512 if fx is None else float(fx)
-    cam0 = default_camera(w, width, height, fx)
-    cams = build_trajectory(suggest_trajectory(w, trajectory, frames), cam0, frames)
-    t0 = time.perf_counter()
-    mesh, stats = fuse_with_oracle(w, cams, dilate=dilate, render_kwargs=render_kwargs, mask_kwargs=mask_kwargs,
-                                   extend_kwargs=extend_kwargs)
-    t_fuse = time.perf_counter() - t0
-    held = held_out_cameras(cams, n_perturbed=n_perturbed, seed=seed)
-    t0 = time.perf_counter()
-    ev = evaluate_mesh(mesh, w, held, train_cameras=cams, render_kwargs=render_kwargs)
-    t_eval = time.perf_counter() - t0
-    later = stats[1:]
-    missing = sum(s["missing"] for s in later)
-    faces = sum(s["faces_added"] for s in later)
-    fpm_frames = [s["faces_per_missing"] for s in later if s["missing"]]
-    sm = ev["summary"]
-    figures = {
-        "coverage_median": sm["coverage"]["median"], "coverage_min": sm["coverage"]["min"],
-        "floating_median": sm["floating"]["median"], "floating_max": sm["floating"]["max"],
-        "abs_rel_median": sm["abs_rel"]["median"], "abs_rel_max": sm["abs_rel"]["max"],
-        "psnr_median": sm["psnr"]["median"], "psnr_min": sm["psnr"]["min"], "psnr_max": sm["psnr"]["max"],
-        "faces_per_missing": faces / missing if missing else float("nan"),
-        "faces_per_missing_frame_median": float(np.median(fpm_frames)) if fpm_frames else float("nan"),
-        "faces_per_missing_frame_min": min(fpm_frames) if fpm_frames else float("nan"),
-        "faces_per_missing_frame_max": max(fpm_frames) if fpm_frames else float("nan"),
-        "zero_missing_frames": sum(1 for s in later if s["missing"] == 0),
-        "missing_per_frame_median": float(np.median([s["missing"] for s in later])) if later else float("nan"),
-        "faces": int(mesh.faces.shape[0]),
-        "fuse_seconds_per_frame": t_fuse / len(cams),
-    }
-    bars = {name: {"value": figures[name], "op": op, "bar": bar, "pass": _check_bar(figures[name], op, bar)}
-            for name, (op, bar) in FIDELITY_BARS.items()}
-    return {
-        "world": w.name, "trajectory": trajectory,
-        "settings": {"width": width, "height": height, "fx": fx, "frames": frames, "dilate": dilate,
-                     "held_out": len(held), "seed": seed, "render_kwargs": dict(render_kwargs or {}),
-                     "mask_kwargs": {**FUSION_MASK_DEFAULTS, **(mask_kwargs or {})}, "extend_kwargs": dict(extend_kwargs or {})},
-        "fuse_stats": stats, "eval": ev, "figures": figures, "bars": bars,
-        "seconds": {"fuse": t_fuse, "eval": t_eval},
-    }
-
-
-__all__ = [
-    "Box", "Pillar", "World", "WORLDS", "make_world", "room", "corridor", "default_camera", "suggest_trajectory",
-    "OracleDepth", "OracleInpainter", "fuse_with_oracle", "evaluate_mesh", "held_out_cameras", "seen_mask",
-    "FIDELITY_BARS", "run_fidelity",
-]
+__all__ = ["WORLDS", "Box", "Pillar", "SurfaceStyle", "World", "corridor", "default_camera", "make_world", "room",
+           "suggest_trajectory"]

@@ -468,7 +468,7 @@ class RunFolder:
             raise RunError(f"'{f}' is corrupt ({type(e).__name__}: {e})") from e
 
     def save_transforms(self, cameras: list[Any]) -> None:
-        from scenescape.trajectories import to_nerfstudio_transforms
+        from scenescape.io.nerfstudio import to_nerfstudio_transforms
 
         n = len(cameras)
         data = to_nerfstudio_transforms(

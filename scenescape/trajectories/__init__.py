@@ -1,42 +1,29 @@
 """Camera trajectories: presets registered by name, segments and keyframes, trajectory files.
+
+* ``presets``: the presets (``forward``, ``backward``, ``scenescape``, ``forward_yaw``, ``lateral``, ``orbit``,
+  ``spiral``; ``keyframes`` in ``keyframes``), each one function plus an ``@register_preset`` line;
+* ``config``: :class:`TrajectoryConfig` (a preset and its params, or a file);
+* ``files``: trajectory files (segments, explicit cameras, nerfstudio camera paths) and camera lists;
+* ``build``: :func:`build_trajectory`, the cameras of any of these.
+
+Rotation maths lives in :mod:`scenescape.geometry.rotations`, nerfstudio files in :mod:`scenescape.io.nerfstudio`.
 """
 
-from __future__ import annotations
-
-from scenescape.trajectories.build import (  # noqa: F401
-    PRESETS,
-    TrajectoryConfig,
-    TrajectorySpec,
-    _c2w,
-    _camera_from_c2w,
-    axis_angle_matrix,
-    backward,
-    build_trajectory,
-    camera_path_to_tensor,
-    cameras_from_nerfstudio_path,
-    cameras_from_nerfstudio_transforms,
-    compose_segments,
-    forward,
-    forward_yaw,
-    interpolate_cameras,
-    interpolate_keyframes,
-    keyframes,
-    lateral,
+from scenescape.trajectories import keyframes as _keyframes  # noqa: F401  (registers the keyframes preset)
+from scenescape.trajectories.build import TrajectorySpec, build_trajectory, compose_segments, run_preset
+from scenescape.trajectories.config import TrajectoryConfig, looks_like_path
+from scenescape.trajectories.files import (
     load_cameras,
     load_trajectory_file,
-    looks_like_path,
-    matrix_to_quaternion,
-    orbit,
     parse_trajectory_data,
-    quaternion_to_matrix,
-    run_preset,
     save_cameras,
     save_trajectory_file,
-    scenescape,
-    slerp,
-    slerp_rotation,
-    spiral,
-    to_nerfstudio_transforms,
 )
+from scenescape.trajectories.keyframes import interpolate_keyframes
+from scenescape.trajectories.presets import PRESETS, check_frames, get_preset, register_preset
 
-__all__ = ['PRESETS', 'TrajectoryConfig', 'TrajectorySpec', 'axis_angle_matrix', 'backward', 'build_trajectory', 'camera_path_to_tensor', 'cameras_from_nerfstudio_path', 'cameras_from_nerfstudio_transforms', 'compose_segments', 'forward', 'forward_yaw', 'interpolate_cameras', 'interpolate_keyframes', 'keyframes', 'lateral', 'load_cameras', 'load_trajectory_file', 'looks_like_path', 'matrix_to_quaternion', 'orbit', 'parse_trajectory_data', 'quaternion_to_matrix', 'run_preset', 'save_cameras', 'save_trajectory_file', 'scenescape', 'slerp', 'slerp_rotation', 'spiral', 'to_nerfstudio_transforms']
+__all__ = [
+    "PRESETS", "TrajectoryConfig", "TrajectorySpec", "build_trajectory", "check_frames", "compose_segments",
+    "get_preset", "interpolate_keyframes", "load_cameras", "load_trajectory_file", "looks_like_path",
+    "parse_trajectory_data", "register_preset", "run_preset", "save_cameras", "save_trajectory_file",
+]

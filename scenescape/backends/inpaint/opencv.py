@@ -48,7 +48,8 @@ class OpenCVInpainter:
                     "or use method 'telea' or 'ns'"
                 )
 
-    def inpaint(self, image: Any, mask: Any, camera: Camera | None = None, prompt: str = "") -> np.ndarray:
+    def inpaint(self, image: Any, mask: Any, camera: Camera | None = None, prompt: str = "",
+                seed: int | None = None, negative_prompt: str | None = None) -> np.ndarray:
         """Fill ``mask`` ``(H, W)`` True pixels of ``image`` ``(H, W, 3)``; returns float32 ``(H, W, 3)``."""
         import cv2
 
