@@ -451,3 +451,11 @@ def test_int64_and_complex_depth_are_refused(tmp_path, photo):
         np.save(tmp_path / name, arr)
         refused(["generate", "--config", TINY, "--image", photo / "image.png", "--init-depth", tmp_path / name,
                  "--out", tmp_path / "r"], [str(tmp_path / name), *words], tmp_path)
+
+
+def test_yaml_tags_that_build_objects_are_refused(tmp_path, scene_run):
+    run = copy_run(scene_run, tmp_path / "run")
+    flag = tmp_path / "pwned"
+    (run / "config.yaml").write_text(f"seed: !!python/object/apply:os.system ['touch {flag}']\n")
+    refused(["generate", "--resume", run], ["config.yaml", "not valid YAML", "line 1"], run)
+    assert not flag.exists()
