@@ -249,7 +249,10 @@ class RunFolder:
                     q.unlink(missing_ok=True)
             found = _contents(p)
             if found:
-                for name in found:  # the marker goes last (replaced below), so a kill here leaves a marked folder
+                # the 'started' record first, so that a half-deleted folder reads as 'creation interrupted',
+                # and the marker last (replaced below), so that a kill here leaves a marked folder
+                (p / INPUTS_INDEX).unlink(missing_ok=True)
+                for name in found:
                     if name == MARKER:
                         continue
                     q = p / name
