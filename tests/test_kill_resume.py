@@ -111,9 +111,9 @@ def scene_setup(tmp_path_factory):
     return d, args, ref, n
 
 
-def _scene_kill_and_compare(scene_setup, k: int, tmp: bool = False) -> str:
+def _scene_kill_and_compare(scene_setup, k: int, tmp: bool = False, tag: str = "") -> str:
     d, args, ref, n = scene_setup
-    out = d / f"k{k}{'t' if tmp else ''}"
+    out = d / f"{tag}k{k}{'t' if tmp else ''}"
     rc = forked(args(out), f"{k}:tmp" if tmp else str(k))
     assert rc == -signal.SIGKILL, f"write {k}: the run was not killed (rc {rc})"
     how = resume_or_restart("generate", out, args(out))
@@ -134,8 +134,8 @@ def test_scene_kill_mid_frame_before_a_rename(scene_setup):
 @pytest.mark.slow
 def test_scene_kill_at_every_write_boundary(scene_setup):
     n = scene_setup[3]
-    hows = [_scene_kill_and_compare(scene_setup, k) for k in range(1, n + 1)]
-    hows += [_scene_kill_and_compare(scene_setup, k, tmp=True) for k in range(1, n + 1, 3)]
+    hows = [_scene_kill_and_compare(scene_setup, k, tag="all-") for k in range(1, n + 1)]
+    hows += [_scene_kill_and_compare(scene_setup, k, tmp=True, tag="all-") for k in range(1, n + 1, 3)]
     assert "restarted" in hows and "resumed" in hows
 
 
@@ -171,9 +171,9 @@ def object_setup(tmp_path_factory):
     return d, args, ref, n
 
 
-def _object_kill_and_compare(object_setup, k: int, tmp: bool = False) -> str:
+def _object_kill_and_compare(object_setup, k: int, tmp: bool = False, tag: str = "") -> str:
     d, args, ref, n = object_setup
-    out = d / f"k{k}{'t' if tmp else ''}"
+    out = d / f"{tag}k{k}{'t' if tmp else ''}"
     rc = forked(args(out), f"{k}:tmp" if tmp else str(k))
     assert rc == -signal.SIGKILL, f"write {k}: the run was not killed (rc {rc})"
     how = resume_or_restart("object", out, args(out))
@@ -200,6 +200,6 @@ def test_object_kill_after_the_first_checkpoint(object_setup):
 @pytest.mark.slow
 def test_object_kill_at_every_write_boundary(object_setup):
     n = object_setup[3]
-    hows = [_object_kill_and_compare(object_setup, k) for k in range(1, n + 1)]
-    hows += [_object_kill_and_compare(object_setup, k, tmp=True) for k in range(1, n + 1, 2)]
+    hows = [_object_kill_and_compare(object_setup, k, tag="all-") for k in range(1, n + 1)]
+    hows += [_object_kill_and_compare(object_setup, k, tmp=True, tag="all-") for k in range(1, n + 1, 2)]
     assert "restarted" in hows and "resumed" in hows
