@@ -27,6 +27,7 @@ FRAMES = 24
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", ["room", "corridor"])
 @pytest.mark.parametrize("trajectory", ["forward_yaw", "backward"])
 def test_oracle_fusion_meets_fidelity_bars(world, trajectory):

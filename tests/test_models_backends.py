@@ -40,6 +40,7 @@ def _hole(h, w):
 # inpainting
 # ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tiny_sd_folder_is_a_real_pipeline_folder(tiny, tmp_path):
     from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_tiny_sd_folder_is_a_real_pipeline_folder(tiny, tmp_path):
         p / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_inpainter_keeps_unmasked_pixels_exactly_with_border(tiny):
     inp = build_backend(INPAINTERS, "diffusers", {"model": tiny["inpaint"], "steps": 2, "outpaint_border": 4})
     h, w = 44, 60  # not multiples of 8: the canvas is padded and cropped back
@@ -71,6 +73,7 @@ def test_inpainter_keeps_unmasked_pixels_exactly_with_border(tiny):
     assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 
+@pytest.mark.slow
 def test_inpainter_seed_contract(tiny):
     cfg = {"model": tiny["inpaint"], "steps": 2, "scheduler": "dpm++", "seed": 5}
     a = build_backend(INPAINTERS, "diffusers", cfg)
@@ -102,6 +105,7 @@ def test_inpainter_generate_and_bad_input(tiny):
         build_backend(INPAINTERS, "diffusers", {"model": tiny["inpaint"], "scheduler": "pndm"})
 
 
+@pytest.mark.slow
 def test_decoder_finetuning_lowers_preservation_error_and_resets(tiny):
     inp = build_backend(INPAINTERS, "diffusers", {
         "model": tiny["inpaint"], "steps": 2, "decoder_finetune_steps": 6, "decoder_finetune_lr": 1e-3,
@@ -201,6 +205,7 @@ def test_depth_never_returns_nonpositive_for_broken_output(tiny, monkeypatch):
         de.estimate(img, None)
 
 
+@pytest.mark.slow
 def test_depth_finetuning_lowers_l1_reset_and_keep(tiny):
     img = _image(40, 40, seed=4)
     yy, xx = np.mgrid[0:40, 0:40]
@@ -235,6 +240,7 @@ def test_detect_output_from_config():
         detect_output(NS(model_type="foo"), "someone/mystery")
 
 
+@pytest.mark.slow
 def test_tiny_sd_runs_at_512(tiny):
     # sample_size 64 and a downscale-8 VAE: the real SD working size works with the tiny models
     t2i = build_backend(TEXT_TO_IMAGE, "diffusers", {"model": tiny["t2i"], "steps": 1, "guidance": 0.0})

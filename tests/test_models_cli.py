@@ -183,6 +183,7 @@ def _generate_tiny(tiny, tmp_path: Path, out: str, seed: int) -> Path:
     return tmp_path / out
 
 
+@pytest.mark.slow
 def test_generate_end_to_end_with_tiny_models(tiny, tmp_path, offline):
     from scenescape.io import load_image
 

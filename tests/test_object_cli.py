@@ -34,6 +34,7 @@ def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_object_cli_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
     out = tmp_path / "mug"
     res = _invoke("object", "a ceramic mug", "--out", out, "--steps", 4, "--quiet", *_tiny_overrides(tiny_sd))
@@ -69,6 +70,7 @@ def test_object_cli_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
     assert read_video(out / "video.mp4").shape == (4, 24, 48, 3)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_sd):
     from scenescape.pipelines.object import ObjectConfig, ObjectPipeline
 

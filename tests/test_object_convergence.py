@@ -24,6 +24,7 @@ SMALL = [
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sds", "sjc"])
 def test_analytic_score_model_reproduces_the_object(tmp_path, mode):
     cfg = ObjectConfig.load(None, SMALL + [f"guidance.options={{mode: {mode}}}"])

@@ -49,6 +49,7 @@ def test_photo_to_scene_recipe(tmp_path):
     _check_run(tmp_path / "scene", 3, 40)
 
 
+@pytest.mark.slow
 def test_text_to_walkthrough_recipe_with_tiny_models(tmp_path):
     pytest.importorskip("diffusers")
     from scenescape.testing import make_tiny_depth, make_tiny_sd

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from scenescape.backends.inpaint import OpenCVInpainter
@@ -44,6 +45,7 @@ def _files(run: Path) -> dict[str, bytes]:
             if p.is_file() and str(p.relative_to(run)).startswith(keep)}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     from scenescape.evaluation import default_camera, make_world
     from scenescape.geometry.mesh import SceneMesh

@@ -287,6 +287,7 @@ def _oracle_run(world: str, kind: str, size: int, frames: int, **cfg_kw):
     return w, cams, pipe.run(cameras=cams, init_image=img0, init_depth=dep0, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world,kind", [("room", "forward_yaw"), ("corridor", "backward")])
 def test_oracle_pipeline_reaches_the_fidelity_bars(world, kind):
     """The loop (composite, alignment, seam correction) must not lose what the geometry core can do.
