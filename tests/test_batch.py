@@ -261,7 +261,7 @@ def test_object_job_runs_skips_and_continues_with_more_steps(tmp_path):
     row = run_job(more, str(out), "b3")
     assert row["status"] == "done" and row["steps"] == 3, row
     assert attempts_of(out, "obj", "b3")[0]["resume_from"] == "checkpoint.pt"
-    assert json.loads((out / "obj" / "summary.json").read_text())["steps"] == 3
+    assert json.loads((out / "obj" / "manifest.json").read_text())["steps"] == 3
 
 
 def test_batch_checks_every_model_of_every_job_before_running(tmp_path, monkeypatch):
@@ -287,3 +287,41 @@ def test_batch_checks_every_model_of_every_job_before_running(tmp_path, monkeypa
                   "stabilityai/stable-diffusion-2-1-base"):
         assert r.output.count(f"hf download {model} ") == 1
     assert "needs Ray" not in r.output and not (tmp_path / "out" / "offline").exists()
+
+
+def test_batch_touches_only_scenescape_run_folders_and_plugins_need_consent(tmp_path, monkeypatch):
+    from scenescape.registry import PLUGIN_ENV, disallow_plugins, plugin_consent, plugins_allowed
+
+    jobs_file = _write_jobs(tmp_path / "jobs.yaml", [_scene_job("a", 1, frames=2)])
+    (job,), _ = load_jobs(jobs_file)
+    out = tmp_path / "out"
+    stranger = out / "a"
+    stranger.mkdir(parents=True)
+    (stranger / "config.yaml").write_text("seed: 1\n")  # a folder that merely looks like a run
+    (stranger / "notes.txt").write_text("mine")
+    row = run_job(job, str(out), "b1")
+    assert row["status"] == "failed" and "not a scenescape run folder" in row["error"], row
+    assert sorted(p.name for p in stranger.iterdir()) == ["config.yaml", "notes.txt"]
+
+    # a plugin backend in a job: refused at validation without consent, accepted with it
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    disallow_plugins()
+    plug = _write_jobs(tmp_path / "plug.yaml", [_scene_job("p", 1, frames=2, overrides=[
+        "inpainter.name=scenescape.backends.inpaint.opencv:OpenCVInpainter"])])
+    (bad,), _ = load_jobs(plug)
+    assert bad.error and "is a plugin" in bad.error and "--allow-plugins" in bad.error, bad.error
+    r = CliRunner().invoke(cli, ["batch", str(plug), "--out", str(tmp_path / "o2"), "--check"])
+    assert "is a plugin" in r.output, r.output
+    r = CliRunner().invoke(cli, ["batch", str(plug), "--out", str(tmp_path / "o2"), "--check", "--allow-plugins"])
+    assert r.exit_code == 0 and "is a plugin" not in r.output and "p: scene, new" in r.output, r.output
+    assert plugin_consent() == []  # the consent was for that invocation only
+    # a worker gets the driver's consent as an argument (a Ray worker is another process)
+    with plugins_allowed("scenescape.backends"):
+        (good,), _ = load_jobs(plug)
+        handed = plugin_consent()
+    assert good.error is None and handed == ["scenescape.backends"]
+    row = run_job(good, str(tmp_path / "o3"), "b1")
+    assert row["status"] == "failed" and "is a plugin" in row["error"], row  # no consent in this "worker"
+    row = run_job(good, str(tmp_path / "o3"), "b2", handed)
+    assert row["status"] == "done" and row["frames"] == 2, row
+    disallow_plugins()

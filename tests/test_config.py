@@ -79,7 +79,12 @@ def test_registry_names_lazy_and_module_class():
     import collections
 
     assert reg.get("ordered") is collections.OrderedDict
-    assert reg.get("collections:Counter") is collections.Counter
+    with pytest.raises(ConfigError, match="plugin"):  # a module:Class name needs the user's consent
+        reg.get("collections:Counter")
+    from scenescape.registry import plugins_allowed
+
+    with plugins_allowed("collections"):
+        assert reg.get("collections:Counter") is collections.Counter
     with pytest.raises(ConfigError, match="alpah|alpha"):
         reg.get("alpah")
     with pytest.raises(ConfigError, match="no_such_module_xyz"):

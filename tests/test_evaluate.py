@@ -259,7 +259,7 @@ def test_object_run_is_evaluated_where_measures_apply(tmp_path):
 
     cfg = apply_overrides(ObjectConfig(), ["output.video_frames=36"])
     save_yaml(cfg, tmp_path / "config.yaml")
-    write_json(tmp_path / "summary.json", {"prompt": "a chair"})
+    write_json(tmp_path / "manifest.json", {"scenescape": "object", "prompt": "a chair"})
     c, o = cfg.camera, cfg.output
     cams = orbit_cameras(c.eval_radius, c.eval_elevation, c.eval_fov, o.video_size, o.video_frames)
     w = make_world("room")

@@ -40,7 +40,7 @@ def test_object_cli_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
     out = tmp_path / "mug"
     res = _invoke("object", "a ceramic mug", "--out", out, "--steps", 4, "--quiet", *_tiny_overrides(tiny_sd))
     assert res.exit_code == 0, res.output
-    for name in ("checkpoint.pt", "config.yaml", "mesh.glb", "mesh.obj", "mesh.ply", "video.mp4", "summary.json",
+    for name in ("checkpoint.pt", "config.yaml", "mesh.glb", "mesh.obj", "mesh.ply", "video.mp4", "manifest.json",
                  "validation/step_000002.png", "validation/step_000004.png"):
         assert (out / name).is_file(), name
     ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -51,8 +51,9 @@ def test_object_cli_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
 
     mesh = load_mesh(out / "mesh.ply")
     assert mesh.num_faces > 50 and mesh.colors.std() > 0  # albedo colours, not a flat default
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 4 and summary["guidance"] == "stable_diffusion"
+    summary = json.loads((out / "manifest.json").read_text())
+    assert summary["steps"] == 4 and summary["guidance"] == "stable_diffusion" and summary["seed"] == 0
+    assert "torch" in summary["versions"] and summary["timings_s"]["train"] > 0
 
     # an existing run needs --resume: nothing is overwritten
     before = (out / "checkpoint.pt").read_bytes()
@@ -78,7 +79,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_sd):
     part = ObjectPipeline(ObjectConfig.load(None, items)).run("a ceramic mug", tmp_path / "part", stop_after=3)
     assert part.steps == 3
     assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["step"] == 3
-    res = _invoke("object", "a ceramic mug", "--out", tmp_path / "part", "--resume", *items)
+    res = _invoke("object", "--resume", tmp_path / "part")
     assert res.exit_code == 0, res.output
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
@@ -86,8 +87,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_sd):
     for k in a["field"]:
         assert torch.allclose(a["field"][k], b["field"][k], atol=1e-6), k
     # resuming with a different config is refused
-    res = _invoke("object", "a ceramic mug", "--out", tmp_path / "part", "--resume", *items, "seed=5")
-    assert res.exit_code == 2 and "seed" in res.output
+    res = _invoke("object", "--resume", tmp_path / "part", "seed=5")
+    assert res.exit_code == 2 and "seed=5" in res.output and "only steps, progress and output" in res.output
+    res = _invoke("object", "a ceramic mug", "--out", tmp_path / "part", *items)
+    assert res.exit_code == 2 and "--resume" in res.output
 
 
 @pytest.mark.parametrize("args, words", [
@@ -170,7 +173,7 @@ def test_object_always_writes_its_outputs_or_says_why(tmp_path):
     lines = [ln for ln in res.output.splitlines() if ln.startswith("warning: mesh not written")]
     assert len(lines) == 1 and "1e+09" in lines[0] and "output.mesh_threshold" in lines[0], res.output
     assert f"--export {out}" in lines[0]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "manifest.json").read_text())
     assert set(summary["not_written"]) == {"mesh"}
 
     # export switched off: both outputs named, with the command that writes them
@@ -182,4 +185,4 @@ def test_object_always_writes_its_outputs_or_says_why(tmp_path):
     assert all("output.export is false" in w for w in warns)
     res = _invoke("object", "--export", out)  # ... and that command writes them
     assert res.exit_code == 0 and (out / "mesh.glb").is_file() and (out / "video.mp4").is_file()
-    assert json.loads((out / "summary.json").read_text())["not_written"] == {}
+    assert json.loads((out / "manifest.json").read_text())["not_written"] == {}

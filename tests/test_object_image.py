@@ -239,14 +239,14 @@ def test_object_cli_image_end_to_end_with_tiny_sd(tmp_path, tiny_sd):
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     for name in ("checkpoint.pt", "mesh.glb", "mesh.obj", "mesh.ply", "video.mp4", "reference.png",
-                 "reference_mask.png", "textual_inversion/learned_embeds.safetensors", "summary.json"):
+                 "reference_mask.png", "textual_inversion/learned_embeds.safetensors", "manifest.json"):
         assert (out / name).is_file(), name
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["prompt"] == "a photo of a <object>" and ck["step"] == 2
     assert read_video(out / "video.mp4").shape[0] == 3
     # resume to more steps: the learned embedding is reused, not retrained
     emb = (out / "textual_inversion/learned_embeds.safetensors").read_bytes()
-    res = CliRunner().invoke(cli, [*args[:6], "3", *args[7:], "--resume"], catch_exceptions=False)
+    res = CliRunner().invoke(cli, ["object", "--resume", str(out), "--steps", "3", "--quiet"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
     assert (out / "textual_inversion/learned_embeds.safetensors").read_bytes() == emb

@@ -141,7 +141,7 @@ def test_magic3d_both_stages_with_a_tiny_sd_end_to_end_and_resume_in_stage_two(t
                                    "--out", str(out), *items], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     for name in ("checkpoint.pt", "mesh_checkpoint.pt", "mesh.glb", "refined.glb", "refined.obj", "refined.ply",
-                 "validation/mesh_step_000005.png", "summary.json"):
+                 "validation/mesh_step_000005.png", "manifest.json", ".scenescape-run.json"):
         assert (out / name).is_file(), name
     ck = torch.load(out / "mesh_checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["step"] == 7 and len(ck["losses"]) == 4 and all(torch.isfinite(torch.tensor(ck["losses"])))

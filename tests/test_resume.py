@@ -36,7 +36,8 @@ class SlowInpainter(OpenCVInpainter):
 def _args(photo: Path, out: Path) -> list[str]:
     return ["generate", "--config", str(ROOT / "configs" / "cpu-tiny.yaml"), "--image", str(photo / "image.png"),
             "--init-depth", str(photo / "depth.npy"), "--frames", str(FRAMES), "--out", str(out), "--quiet",
-            "seed=7", "inpainter.name=test_resume:SlowInpainter", "width=80", "height=80", "focal=78"]
+            "seed=7", "inpainter.name=test_resume:SlowInpainter", "width=80", "height=80", "focal=78",
+            "--allow-plugins"]
 
 
 def _files(run: Path) -> dict[str, bytes]:
@@ -86,7 +87,9 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     kept = {p: p.stat().st_mtime_ns for p in (killed / "frames").glob("*.png") if int(p.stem) <= done}
     assert len(kept) == done + 1
     time.sleep(0.05)
-    res = CliRunner().invoke(cli, ["generate", "--resume", str(killed), "--quiet"], catch_exceptions=False)
+    # the run folder names a plugin: its resume needs the user's consent again
+    res = CliRunner().invoke(cli, ["generate", "--resume", str(killed), "--quiet", "--allow-plugins"],
+                             catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "resume recomputed checkpointed frames"
 

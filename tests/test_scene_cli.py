@@ -189,7 +189,7 @@ def test_missing_or_unreadable_image(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_grey_and_wrong_size_images_are_converted_with_a_warning(tmp_path):
+def test_grey_and_wrong_size_images_are_centre_cropped_with_a_warning(tmp_path):
     from PIL import Image
 
     grey = tmp_path / "grey.png"
@@ -198,8 +198,10 @@ def test_grey_and_wrong_size_images_are_converted_with_a_warning(tmp_path):
     res = invoke("generate", "--config", TINY, "--image", grey, "--out", out, "--quiet", "frames=2")
     assert res.exit_code == 0, _text(res)
     text = _text(res)
-    assert "warning:" in text and "converting to RGB" in text and "resizing to 64x64" in text
+    assert "warning:" in text and "centre-cropped to 50x50 and resized to 64x64" in text
     assert np.load(out / "depth" / "0000.npy").shape == (64, 64)
+    saved = np.load(out / "inputs" / "image.npy")  # grey -> RGB (equal channels), the centre 50x50, not stretched
+    assert saved.shape == (64, 64, 3) and np.array_equal(saved[..., 0], saved[..., 2])
 
 
 def test_bad_depth_files(tmp_path, photo):
@@ -242,7 +244,8 @@ def test_existing_output_folder_is_an_error_that_loses_nothing(tmp_path, photo):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    _bad("generate", "--config", TINY, "--image", photo / "image.png", "--out", out, match="--resume")
+    _bad("generate", "--config", TINY, "--image", photo / "image.png", "--out", out,
+         match="not a scenescape run folder (it holds precious.txt")
     _bad("generate", "--config", TINY, "--image", photo / "image.png", "--out", out, "--overwrite",
          match="not a scenescape run folder")
     assert (out / "precious.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from scenescape.cli import plugin_option
+
 
 @click.command("batch")
 @click.argument("jobs_file", metavar="JOBS.yaml", type=click.Path(dir_okay=False))
@@ -33,6 +35,7 @@ import click
               help="Ray retries per job after a crash or unexpected error (default: the file's 'retries', else 2).")
 @click.option("--local-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all).")
 @click.option("--check", is_flag=True, help="Validate the jobs file and show each job's state; run nothing.")
+@plugin_option
 def batch(jobs_file: str, out_dir: str | None, address: str | None, gpus_per_run: float, cpus_per_run: float,
           max_parallel: int | None, retries: int | None, local_cpus: int | None, check: bool) -> None:
     """Run every job of JOBS.yaml (scene or object runs) as Ray tasks, each into its own run folder.

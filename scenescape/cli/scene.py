@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from scenescape.errors import InputError, RunError
+from scenescape.cli import invocation, plugin_option
+from scenescape.errors import InputError, RunError, ScenescapeError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
 
@@ -80,7 +81,12 @@ def _check_trajectory(cfg: Any) -> int | None:
     if tcfg.file:
         if not Path(tcfg.file).is_file():
             raise InputError(f"trajectory file '{tcfg.file}' does not exist")
-        items = load_trajectory_file(tcfg.file)
+        try:
+            items = load_trajectory_file(tcfg.file)
+        except ScenescapeError:
+            raise
+        except Exception as e:  # a parser error of a malformed file: name the file
+            raise InputError(f"trajectory file '{tcfg.file}' is malformed ({type(e).__name__}: {e})") from e
         return sum(int(getattr(s, "frames", None) or 1) for s in items)
     get_preset(tcfg.name)  # an unknown preset is an error naming the nearest one
     return None
@@ -147,6 +153,7 @@ def _report(result: Any, quiet: bool) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar or timings (for scripts).")
+@plugin_option
 def generate(args: tuple[str, ...], config_path: str | None, image: str | None, init_depth: str | None,
              camera_path: str | None, trajectory: str | None, frames: int | None, out: str | None,
              resume_dir: str | None, overwrite: bool, quiet: bool) -> None:
@@ -169,12 +176,14 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
         if overwrite:
             raise click.UsageError("choose either --resume or --overwrite")
         from scenescape.pipelines.runs import RunFolder
+        from scenescape.registry import check_plugins
 
-        run = RunFolder.open_existing(resume_dir)
+        run = RunFolder.open_existing(resume_dir)  # marker, lock, inputs verified; nothing written
         try:
             cfg = SceneConfig.load(run.config_path)
         except ValueError as e:
             raise RunError(f"cannot resume: the run's config '{run.config_path}' is invalid: {e}") from e
+        check_plugins(cfg)
         preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
         pipe = ScenePipeline.from_config(cfg)
         _echo(f"resuming {run.path}", quiet)
@@ -183,6 +192,11 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
         return
 
     cfg = _build_config(config_path, overrides, prompt, frames, trajectory)
+    from scenescape.registry import check_plugins
+
+    check_plugins(cfg)
+    if "\x00" in cfg.prompt:
+        raise InputError("the prompt contains a NUL character; remove it")
     n_file = _check_trajectory(cfg)
     if n_file is not None and frames is None and not any(o.startswith("frames=") for o in overrides):
         import dataclasses
@@ -193,14 +207,14 @@ def generate(args: tuple[str, ...], config_path: str | None, image: str | None, 
     if camera_path:
         start = _load_camera(camera_path)
     out_dir = Path(out) if out else default_out_dir(cfg.prompt or (Path(image).stem if image else None))
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise RunError(f"output folder '{out_dir}' already exists; pass --resume {out_dir} to continue it, "
-                       "--overwrite to replace it, or choose another --out")
+    from scenescape.pipelines.runs import RunFolder
+
+    RunFolder.check_new(out_dir, overwrite)  # before the backends load (writes nothing)
     preflight_models(cfg)  # every model checked before any is loaded; no hub retries when offline
     _prior_notice(cfg, img, depth, quiet)
     pipe = ScenePipeline.from_config(cfg)
     result = _run_pipeline(pipe, quiet, prompt=cfg.prompt, init_image=img, init_depth=depth, out_dir=out_dir,
-                           overwrite=overwrite, start_camera=start)
+                           overwrite=overwrite, start_camera=start, command=invocation())
     _report(result, quiet)
 
 
@@ -271,6 +285,7 @@ def demo_config(frames: int = 60, size: int = 512, overrides: list[str] | None =
 @click.option("--size", type=int, default=512, show_default=True, help="Width and height in pixels.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
+@plugin_option
 def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, overwrite: bool, quiet: bool) -> None:
     """Offline walkthrough from the shipped start frame with the classical backends (no model weights).
 
@@ -284,14 +299,15 @@ def demo(overrides: tuple[str, ...], out: str | None, frames: int, size: int, ov
         raise click.UsageError("--frames must be >= 1 and --size >= 16")
     cfg = demo_config(frames, size, list(overrides))
     out_dir = Path(out) if out else default_out_dir("demo")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise RunError(f"output folder '{out_dir}' already exists; pass --overwrite or choose another --out")
+    from scenescape.pipelines.runs import RunFolder
+
+    RunFolder.check_new(out_dir, overwrite)
     img, depth, cam, source = demo_start_frame(size)
     _echo(f"start frame: {source}", quiet)
     pipe = ScenePipeline.from_config(cfg)
     t0 = time.perf_counter()
     result = _run_pipeline(pipe, quiet, init_image=img, init_depth=depth, start_camera=cam, out_dir=out_dir,
-                           overwrite=overwrite)
+                           overwrite=overwrite, command=invocation())
     _echo(f"total {time.perf_counter() - t0:.1f} s", quiet)
     _report(result, quiet)
 

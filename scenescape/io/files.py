@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,11 +25,56 @@ from scenescape.errors import InputError
 PathLike = str | os.PathLike
 
 
+_UMASK: int | None = None
+KILL_ENV = "SCENESCAPE_DEBUG_KILL_AT_WRITE"
+"""Testing hook: ``N`` sends SIGKILL to this process right after the N-th atomic write of the process
+lands (``N:tmp``: after its temporary file is written, before the rename; ``N:INT``: SIGINT instead), so
+tests can interrupt a run at every write boundary without timing. Unset in normal use."""
+_writes = 0
+_writes_lock = threading.Lock()
+
+
+def _file_mode() -> int:
+    """``0o666`` minus the umask: what ``open()`` would give a new file (``mkstemp`` gives ``0o600``)."""
+    global _UMASK
+    if _UMASK is None:
+        with _writes_lock:
+            old = os.umask(0o022)
+            os.umask(old)
+            _UMASK = old
+    return 0o666 & ~_UMASK
+
+
+def atomic_write_count() -> int:
+    """How many atomic writes this process has completed (tests use it to enumerate write boundaries)."""
+    return _writes
+
+
+def _write_boundary(before_rename: bool) -> None:
+    global _writes
+    spec = os.environ.get(KILL_ENV)
+    if before_rename and not spec:
+        return
+    with _writes_lock:
+        if not before_rename:
+            _writes += 1
+        n = _writes + (1 if before_rename else 0)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if ("tmp" in parts[1:]) == before_rename and n == int(parts[0]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT if "INT" in parts[1:] else signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed over ``path``.
 
-    ``suffix`` defaults to the target's suffix, so writers that pick a format by extension work.
+    ``suffix`` defaults to the target's suffix, so writers that pick a format by extension work. The
+    file gets the usual permissions (``0o666`` minus the umask, e.g. ``0644``) and is fsynced before
+    the rename.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,11 +86,14 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, _file_mode())
+        _write_boundary(before_rename=True)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+    _write_boundary(before_rename=False)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -114,11 +163,79 @@ def save_mask(path: PathLike, mask: Any) -> None:
         iio.imwrite(tmp, a)
 
 
+def center_crop_box(width: int, height: int, target_width: int, target_height: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, w, h)``: the largest centred box of a ``width x height`` image with the target's aspect ratio."""
+    if width * target_height > height * target_width:  # too wide
+        w = max(1, min(width, round(height * target_width / target_height)))
+        return (width - w) // 2, 0, w, height
+    h = max(1, min(height, round(width * target_height / target_width)))
+    return 0, (height - h) // 2, width, h
+
+
+def fit_to_size(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Centre-crop ``array`` ``(H, W[, C])`` to the aspect ratio of ``size`` = ``(width, height)``, then
+    resize to it (area interpolation, or nearest for depth). Never stretches."""
+    import cv2
+
+    h, w = array.shape[:2]
+    x0, y0, cw, ch = center_crop_box(w, h, *size)
+    a = array[y0:y0 + ch, x0:x0 + cw]
+    if (cw, ch) != tuple(size):
+        a = cv2.resize(a, tuple(size), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _pil_to_float(im: Any, p: Path) -> np.ndarray:
+    """A PIL image of any mode -> float32 ``(H, W, 3)`` in [0, 1], keeping the range of its mode."""
+    import warnings
+
+    mode = im.mode
+    if mode == "1":
+        a = np.asarray(im, dtype=np.float32)
+    elif mode in ("L", "LA", "La"):
+        if mode != "L":
+            warnings.warn(f"image '{p}' has an alpha channel; dropping it", stacklevel=3)
+        a = np.asarray(im.getchannel(0), dtype=np.float32) / 255.0
+    elif mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float32) / 65535.0
+    elif mode == "I":
+        raw = np.asarray(im).astype(np.int64)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise InputError(f"image '{p}' is a 32-bit integer image with values {raw.min()}..{raw.max()}; integer "
+                             "images are read as 16-bit (0-65535): save it as an 8- or 16-bit PNG")
+        a = raw.astype(np.float32) / 65535.0
+    elif mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise InputError(f"image '{p}' (32-bit float) contains NaN or infinite values")
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise InputError(f"image '{p}' is a 32-bit float image with values {a.min():g}..{a.max():g}; float images "
+                             "must hold values in [0, 1]")
+    else:
+        if mode in ("P", "PA"):
+            im = im.convert("RGBA")
+            mode = "RGBA"
+        if mode in ("RGBA", "RGBa", "LA") and np.asarray(im.getchannel("A")).min() < 255:
+            warnings.warn(f"image '{p}' has transparent pixels; dropping the alpha channel", stacklevel=3)
+        if mode != "RGB":
+            if mode not in ("RGBA", "RGBX", "RGBa"):
+                warnings.warn(f"image '{p}' is {mode}, converting to RGB", stacklevel=3)
+            im = im.convert("RGB")
+        a = np.asarray(im, dtype=np.float32) / 255.0
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3], dtype=np.float32)
+
+
 def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image file as float32 ``(H, W, 3)`` in [0, 1].
 
-    Grey images are expanded to RGB and alpha is dropped (with a warning). ``size`` is
-    ``(width, height)``; a different size is resized with a warning. Errors name the file.
+    The EXIF orientation is applied (a phone photo comes out upright). Every PIL mode is converted with
+    its range kept: 1-bit and 8-bit (``L``, ``P``, ``RGB``, ``CMYK``, ...) by /255, 16-bit (``I;16``, or
+    ``I`` within 0-65535) by /65535, float (``F``) as is (must be in [0, 1]); grey becomes RGB and alpha is
+    dropped (with a warning when some pixels are transparent). ``size`` is ``(width, height)``: an image of
+    another size is centre-cropped to that aspect ratio and then resized (never stretched), with a
+    warning. Errors name the file.
     """
     import warnings
 
@@ -126,24 +243,22 @@ def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarra
     if not p.is_file():
         raise InputError(f"image '{p}' does not exist (check the --image path)")
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         with Image.open(p) as im:
             im.load()
-            mode = im.mode
-            if mode not in ("RGB",):
-                warnings.warn(f"image '{p}' is {mode}, converting to RGB", stacklevel=2)
-                im = im.convert("RGB")
-            a = np.asarray(im).astype(np.float32) / 255.0
-    except ValueError:
+            im = ImageOps.exif_transpose(im)
+            a = _pil_to_float(im, p)
+    except InputError:
         raise
     except Exception as e:  # PIL raises many kinds of errors for bad files
         raise InputError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
     if size is not None and (a.shape[1], a.shape[0]) != tuple(size):
-        import cv2
-
-        warnings.warn(f"image '{p}' is {a.shape[1]}x{a.shape[0]}, resizing to {size[0]}x{size[1]}", stacklevel=2)
-        a = cv2.resize(a, tuple(size), interpolation=cv2.INTER_AREA).astype(np.float32)
+        h, w = a.shape[:2]
+        x0, y0, cw, ch = center_crop_box(w, h, *size)
+        how = f"centre-cropped to {cw}x{ch} and resized" if (cw, ch) != (w, h) else "resized"
+        warnings.warn(f"image '{p}' is {w}x{h}, {how} to {size[0]}x{size[1]}", stacklevel=2)
+        a = fit_to_size(a, tuple(size))
     return np.ascontiguousarray(a)
 
 
@@ -173,7 +288,12 @@ def load_depth(path: PathLike, shape: tuple[int, int] | None = None) -> np.ndarr
             d = iio.imread(p).astype(np.float32) / 1000.0
     except Exception as e:
         raise InputError(f"depth file '{p}' cannot be read ({type(e).__name__}: {e})") from e
-    d = np.asarray(d, dtype=np.float32).squeeze()
+    d = np.asarray(d)
+    if d.dtype.kind not in "fiu" or (p.suffix.lower() in (".npy", ".npz") and d.dtype.kind != "f"):
+        kind = {"c": "complex", "b": "boolean", "U": "text", "S": "bytes", "O": "object"}.get(d.dtype.kind, str(d.dtype))
+        raise InputError(f"depth file '{p}' holds {kind} values ({d.dtype}); it must hold floating-point z-depth "
+                         "(save it with depth.astype(np.float32); integer millimetres belong in a 16-bit PNG)")
+    d = d.astype(np.float32).squeeze()
     if d.ndim != 2:
         raise InputError(f"depth file '{p}' must hold a 2-D (H, W) array, got shape {d.shape}")
     if shape is not None and d.shape != tuple(shape):

@@ -350,44 +350,42 @@ def run_state(job: Job, out_root: str | Path) -> str:
     Raises :class:`RunError` when the folder holds something else: a run with another config, or
     files that are not a scenescape run.
     """
-    from scenescape.pipelines.runs import is_run_folder
+    from scenescape.pipelines.runs import read_marker
 
     run = Path(out_root) / job.name
     if not run.exists() or (run.is_dir() and not any(run.iterdir())):
         return "new"
     if not run.is_dir():
         raise RunError(f"'{run}' exists and is not a folder: move it or rename {job.label}")
+    marker = read_marker(run)
+    if marker is None:  # only folders scenescape marked are resumed or replaced
+        raise RunError(f"'{run}' exists and is not a scenescape run folder (no valid .scenescape-run.json): "
+                       f"move it or rename {job.label}")
+    if marker["mode"] != job.mode:
+        raise RunError(f"run folder '{run}' holds a {marker['mode']} run, but {job.label} is a {job.mode} job: "
+                       "remove the folder or rename the job")
     cfg_file = run / "config.yaml"
+    if not cfg_file.is_file():
+        return "partial"  # its creation was interrupted: the run starts again in the same folder
+    ignore = () if job.mode == "scene" else ("progress", "steps", "output")  # as the object resume allows
+    diff = _config_diff(_saved_config(cfg_file, job.mode), job.config, ignore=ignore)
+    if diff:
+        raise RunError(f"run folder '{run}' holds a run with another config (differs in {diff}): remove "
+                       f"the folder or rename {job.label}")
+    manifest = run / "manifest.json"
     if job.mode == "scene":
-        if not cfg_file.is_file():
-            if is_run_folder(run):  # a checkpoint or manifest without a config: not resumable
-                raise RunError(f"run folder '{run}' has no config.yaml: it cannot be resumed; remove it")
-            raise RunError(f"'{run}' exists and is not a scenescape run folder: move it or rename {job.label}")
-        diff = _config_diff(_saved_config(cfg_file, "scene"), job.config)
-        if diff:
-            raise RunError(f"run folder '{run}' holds a run with another config (differs in {diff}): remove "
-                           f"the folder or rename {job.label}")
-        return "finished" if (run / "manifest.json").is_file() else "partial"
-    if not (run / "checkpoint.pt").is_file() and not cfg_file.is_file():
-        raise RunError(f"'{run}' exists and is not a scenescape object run: move it or rename {job.label}")
-    if cfg_file.is_file():
-        # as ObjectPipeline's resume: more steps (or other outputs) continue the same run
-        diff = _config_diff(_saved_config(cfg_file, "object"), job.config, ignore=("progress", "steps", "output"))
-        if diff:
-            raise RunError(f"run folder '{run}' holds a run with another config (differs in {diff}): remove "
-                           f"the folder or rename {job.label}")
-    summary = run / "summary.json"
-    if summary.is_file():
-        try:
-            s = json.loads(summary.read_text())
-        except json.JSONDecodeError:
-            s = {}
-        files = s.get("files") or {}
-        export = (job.config.get("output") or {}).get("export", True)
-        if (s.get("steps") == job.config.get("steps") and all(Path(f).is_file() for f in files.values())
-                and (not export or "video" in files)):
-            return "finished"
-    return "partial" if (run / "checkpoint.pt").is_file() else "new"
+        return "finished" if manifest.is_file() else "partial"
+    try:
+        m = json.loads(manifest.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        m = {}
+    files = m.get("files") or {}
+    export = (job.config.get("output") or {}).get("export", True)
+    target = int(job.config.get("steps", 0) or 0) + int((job.config.get("mesh") or {}).get("steps", 0) or 0)
+    if (m.get("steps") == m.get("target_steps") == target and all((run / f).is_file() for f in files.values())
+            and (not export or "video" in files)):
+        return "finished"
+    return "partial"
 
 
 def _record_attempt(out_root: Path, job: Job, batch_id: str, resume_from: Any) -> int:
@@ -465,16 +463,25 @@ def _run_object(job: Job, run: Path, state: str) -> dict[str, Any]:
     from scenescape.pipelines.object.pipeline import ObjectConfig, ObjectPipeline
 
     cfg = from_dict(ObjectConfig, job.config)
-    result = ObjectPipeline(cfg).run(job.prompt, run, resume=(run / "checkpoint.pt").is_file())
+    fresh = state != "partial" or not (run / "config.yaml").is_file()  # nothing (or a half-made folder) to resume
+    result = ObjectPipeline(cfg).run(job.prompt, run, resume=not fresh, overwrite=fresh and state == "partial")
     return {"steps": int(result.steps), "run_seconds": float(result.seconds)}
 
 
-def run_job(job: Job, out_root: str, batch_id: str = "") -> dict[str, Any]:
+def run_job(job: Job, out_root: str, batch_id: str = "", plugins: list[str] | None = None) -> dict[str, Any]:
     """Run one job into ``out_root/<job.name>`` (skip it when finished, resume it when interrupted).
 
     Returns a result row. A :class:`ScenescapeError` (bad input, corrupt checkpoint) is returned as a
-    failed row; any other exception propagates (Ray retries it, then reports it).
+    failed row; any other exception propagates (Ray retries it, then reports it). ``plugins``: the
+    driver's plugin consent (:func:`scenescape.registry.plugin_consent`), in force for this job only.
     """
+    from scenescape.registry import plugins_allowed
+
+    with plugins_allowed(plugins or []):  # the driver's consent (--allow-plugins / SCENESCAPE_ALLOW_PLUGINS)
+        return _run_job(job, out_root, batch_id)
+
+
+def _run_job(job: Job, out_root: str, batch_id: str) -> dict[str, Any]:
     t0 = time.time()
     out = Path(out_root)
     run = out / job.name
@@ -508,10 +515,9 @@ def finished_info(job: Job, out_root: str | Path) -> dict[str, Any]:
             m = json.loads((run / "manifest.json").read_text())
             return {"frames": int(m.get("frames", 0)), "run_seconds": float(m.get("loop_s", 0.0)),
                     "finished": m.get("finished", "")}
-        f = run / "summary.json"
-        s = json.loads(f.read_text())
-        return {"steps": int(s.get("steps", 0)), "run_seconds": float(s.get("seconds", 0.0)),
-                "finished": _stamp(f.stat().st_mtime)}
+        m = json.loads((run / "manifest.json").read_text())
+        return {"steps": int(m.get("steps", 0)), "run_seconds": float(m.get("seconds", 0.0)),
+                "finished": m.get("finished", "")}
     except (FileNotFoundError, json.JSONDecodeError, ValueError, TypeError):
         return {}
 
@@ -719,6 +725,9 @@ def _run_locked(jobs: list[Job], out: Path, address: str | None, retries: int, m
             else:
                 waiting.append(job)
         remote = ray.remote(run_job)
+        from scenescape.registry import plugin_consent
+
+        consent = plugin_consent()  # jobs were validated under it; workers get the same, nothing more
         inflight: dict[Any, Job] = {}
         last_counts, last_time = (-1, -1, -1), time.time()
         while waiting or inflight:
@@ -726,7 +735,7 @@ def _run_locked(jobs: list[Job], out: Path, address: str | None, retries: int, m
                 job = waiting.pop(0)
                 ref = remote.options(num_cpus=job.cpus, num_gpus=job.gpus, max_retries=retries,
                                      retry_exceptions=True, name=f"scenescape-{job.name}").remote(
-                    job, str(out), batch_id)
+                    job, str(out), batch_id, consent)
                 inflight[ref] = job
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:

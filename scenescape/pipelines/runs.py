@@ -1,10 +1,12 @@
-"""The run folder: every output of a scene run, written atomically, and per-frame checkpoints.
+"""The run folder of both modes: every output written atomically, a marker, a lock, checkpoints.
 
-Layout (``NNNN`` = zero-padded frame index)::
+Layout of a scene run (``NNNN`` = zero-padded frame index)::
 
     RUN_DIR/
-      config.yaml          resolved SceneConfig (with the seed)
-      inputs/              the start image/depth as given (float .npy), so a resume restarts exactly
+      .scenescape-run.json  the marker: run id, mode, scenescape version, the command (written first)
+      .scenescape-run.lock  locked while a process works here (the kernel drops it if the process dies)
+      config.yaml          resolved SceneConfig (with the seed and the prompt)
+      inputs/              the start image/depth as given (float .npy) and camera; index.json last
       frames/NNNN.png      RGB frames
       depth/NNNN.npy       float32 z-depth per frame, and depth/NNNN.png (false colour)
       masks/NNNN.png       the inpainted (new) pixels of each frame (255 = new)
@@ -18,19 +20,34 @@ World frame of every file: Z up, ``(x, z, -y)`` of the first camera's OpenCV fra
       manifest.json        versions, timings per stage, backends used, seed
       checkpoint/          state.json + mesh-NNNN.npz (+ mesh-delta-NNNN.npz, extra-NNNN.npz) (resume)
 
-Checkpoints: after frame ``i`` the mesh is saved - the vertices/faces added since the last checkpoint as
-``checkpoint/mesh-delta-NNNN.npz``, or a full ``mesh-NNNN.npz`` snapshot every 25 frames (atomic) - then
-``checkpoint/state.json`` (atomic) is replaced to list the files with their SHA-256; only after that are
-unreferenced files deleted. A crash at any point leaves a consistent state. A checkpoint that does not
-verify raises :class:`~scenescape.errors.RunError` - a run never silently restarts.
+An object run has the same marker, lock, ``config.yaml``, ``inputs/`` (``prompt.json``) and
+``manifest.json``, and ``checkpoint.pt`` (see :mod:`scenescape.pipelines.object.pipeline`).
+
+Creation order: marker, ``config.yaml``, the inputs, then ``inputs/index.json`` (their SHA-256). A folder
+without the index was interrupted while being created: ``--resume`` completes it when the config and every
+input it records are there (the run starts from the beginning), and otherwise prints the command that
+starts it again. ``--overwrite`` empties only a folder that carries the marker.
+
+Checkpoints (scene): after frame ``i`` the mesh is saved - the vertices/faces added since the last
+checkpoint as ``checkpoint/mesh-delta-NNNN.npz``, or a full ``mesh-NNNN.npz`` snapshot every 25 frames
+(atomic) - then ``checkpoint/state.json`` (atomic) is replaced to list the files with their SHA-256 and a
+SHA-256 of its own fields; only after that are unreferenced files deleted. A crash at any point leaves a
+consistent state. A ``state.json`` that does not verify (checksum, types, ranges: the frame must be one of
+the run's cameras) raises :class:`~scenescape.errors.RunError` before anything is written - a run never
+silently restarts from a damaged checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
 import shutil
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +66,23 @@ from scenescape.io import (
 )
 from scenescape.io.meshes import load_mesh, save_mesh
 
-STATE_VERSION = 1
-_MARKERS = ("config.yaml", "checkpoint", "manifest.json")
+STATE_VERSION = 2
+MARKER = ".scenescape-run.json"
+"""Written first, and only by scenescape, when a run folder is created: ``--overwrite`` deletes only
+folders that carry it, and ``--resume`` opens only those."""
+LOCK = ".scenescape-run.lock"
+"""Locked (``flock``) while a process works in the folder; the kernel drops the lock when the process dies."""
+INPUTS_INDEX = "inputs/index.json"
+"""Written last when a run is created (after config.yaml and every input): its presence means 'started'."""
+MODES = ("scene", "object")
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")  # tempfile.mkstemp names of atomic_path
+_CK_NAME = {"mesh": re.compile(r"^mesh-\d{4,}\.npz$"), "delta": re.compile(r"^mesh-delta-\d{4,}\.npz$"),
+            "extra": re.compile(r"^extra-\d{4,}\.npz$")}
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") and "\x00" not in name
 
 
 def frame_name(i: int) -> str:
@@ -65,65 +97,324 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _digest(obj: Any) -> str:
+    """SHA-256 of a JSON value in canonical form (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_marker(path: str | Path) -> dict[str, Any] | None:
+    """The run marker of folder ``path`` (None when there is none or it is not scenescape's)."""
+    f = Path(path) / MARKER
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != "scenescape-run" or data.get("mode") not in MODES:
+        return None
+    if not isinstance(data.get("run_id"), str) or data.get("checksum") != _digest(
+            {k: v for k, v in data.items() if k != "checksum"}):
+        return None
+    return data
+
+
 def is_run_folder(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and any((p / m).exists() for m in _MARKERS)
+    """A folder scenescape created (it holds a valid :data:`MARKER`)."""
+    return read_marker(path) is not None
+
+
+def _own_leftover(name: str) -> bool:
+    """The lock file, or the temporary file of a marker write that was interrupted."""
+    return name == LOCK or (name.startswith("." + MARKER + ".") and bool(_TEMP.match(name)))
+
+
+def _contents(p: Path) -> list[str]:
+    """What a folder holds besides scenescape's own lock and interrupted-marker leftovers."""
+    return sorted(x.name for x in p.iterdir() if not _own_leftover(x.name))
+
+
+def restart_command(marker: dict[str, Any] | None, path: Path) -> str:
+    """The command that starts a run folder's run again from scratch (from the marker's record)."""
+    cmd = (marker or {}).get("command")
+    if not cmd:
+        return f"the command that created it, with --out {path} --overwrite"
+    import shlex
+
+    parts = [str(c) for c in cmd]
+    if "--overwrite" not in parts:
+        if "--out" not in parts:
+            parts += ["--out", str(path)]
+        parts.append("--overwrite")
+    return shlex.join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- locks
+_held: dict[str, list[Any]] = {}  # real path -> [open lock file, count]: re-entrant within a process
+_held_lock = threading.Lock()
+
+
+def _acquire(folder: Path) -> str:
+    key = os.path.realpath(folder)
+    with _held_lock:
+        if key in _held:
+            _held[key][1] += 1
+            return key
+        try:
+            fh = open(folder / LOCK, "a+b")
+        except OSError as e:
+            raise RunError(f"cannot lock run folder '{folder}' ({e.strerror or e}); is it writable?") from e
+        try:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - no flock (Windows): no lock
+            pass
+        except OSError as e:
+            fh.close()
+            raise RunError(f"run folder '{folder}' is in use by another scenescape process (it holds {LOCK}); "
+                           "wait for that run to finish, or choose another --out") from e
+        _held[key] = [fh, 1]
+        return key
+
+
+def _release(key: str) -> None:
+    with _held_lock:
+        item = _held.get(key)
+        if item is None:
+            return
+        item[1] -= 1
+        if item[1] <= 0:
+            item[0].close()  # closing the file drops the flock
+            del _held[key]
 
 
 class RunFolder:
-    """Paths and atomic writers of one run folder (see the module docstring for the layout)."""
+    """Paths and atomic writers of one run folder (see the module docstring for the layout).
+
+    A RunFolder made by :meth:`create`, :meth:`begin` or :meth:`open_existing` holds the folder's lock
+    until :meth:`close` (or until it is garbage collected, or the process ends).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock_key: str | None = None
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        if self._lock_key is not None:
+            _release(self._lock_key)
+            self._lock_key = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _lock(self) -> None:
+        if self._lock_key is None:
+            self._lock_key = _acquire(self.path)
+
+    @property
+    def marker(self) -> dict[str, Any] | None:
+        return read_marker(self.path)
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, path: str | Path, overwrite: bool = False) -> RunFolder:
-        """A new, empty run folder.
+    def create(cls, path: str | Path, overwrite: bool = False, mode: str = "scene",
+               command: list[str] | None = None, inputs: list[str] | None = None) -> RunFolder:
+        """A new, empty run folder carrying the scenescape marker (and locked).
 
         An existing non-empty folder is an error (nothing is touched) unless ``overwrite``; even then
-        only a folder that is a scenescape run folder is deleted (so ``--overwrite`` never wipes an
-        unrelated directory).
+        only a folder that carries scenescape's marker is emptied, so ``--overwrite`` never deletes a
+        folder scenescape did not make. ``inputs`` are the file names (under ``inputs/``) the run will
+        save; a resume of a folder whose creation was interrupted checks them.
         """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        p = Path(path)
+        cls.check_new(p, overwrite)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot create run folder '{p}': {e.strerror or e}; choose another --out") from e
+        run = cls(p)
+        run._lock()
+        try:
+            cls.check_new(p, overwrite)  # again, under the lock
+            for q in p.iterdir():
+                if q.name != LOCK and _own_leftover(q.name):
+                    q.unlink(missing_ok=True)
+            found = _contents(p)
+            if found:
+                # the 'started' record first, so that a half-deleted folder reads as 'creation interrupted',
+                # and the marker last (replaced below), so that a kill here leaves a marked folder
+                (p / INPUTS_INDEX).unlink(missing_ok=True)
+                for name in found:
+                    if name == MARKER:
+                        continue
+                    q = p / name
+                    if q.is_dir() and not q.is_symlink():
+                        shutil.rmtree(q)
+                    else:
+                        q.unlink()
+            import scenescape
+
+            marker = {
+                "format": "scenescape-run", "version": 1, "run_id": uuid.uuid4().hex, "mode": mode,
+                "scenescape": scenescape.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": list(command) if command else None,
+                "inputs": sorted(inputs or []),
+            }
+            marker["checksum"] = _digest(marker)
+            write_json(p / MARKER, marker)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    @staticmethod
+    def check_new(path: str | Path, overwrite: bool = False) -> None:
+        """Raise :class:`RunError` unless a new run may be made in ``path`` (writes nothing): the path is
+        absent, an empty folder, or (with ``overwrite``) a scenescape run folder."""
         p = Path(path)
         if p.exists() and not p.is_dir():
-            raise RunError(f"output path '{p}' exists and is not a folder")
-        if p.is_dir() and any(p.iterdir()):
-            if not overwrite:
-                raise RunError(
-                    f"output folder '{p}' already exists; pass --resume {p} to continue it, --overwrite to "
-                    "replace it, or choose another --out"
-                )
-            if not is_run_folder(p):
-                raise RunError(
-                    f"--overwrite refused: '{p}' is not a scenescape run folder (no config.yaml/checkpoint); "
-                    "delete it yourself or choose another --out"
-                )
-            shutil.rmtree(p)
-        p.mkdir(parents=True, exist_ok=True)
-        return cls(p)
+            raise RunError(f"output path '{p}' exists and is not a folder; choose another --out")
+        for q in [p, *p.parents]:
+            if q.exists():
+                if not q.is_dir():
+                    raise RunError(f"cannot create run folder '{p}': '{q}' is a file; choose another --out")
+                if not os.access(q, os.W_OK | os.X_OK):
+                    raise RunError(f"cannot create run folder '{p}': '{q}' is not writable; choose another --out")
+                break
+        if not p.is_dir():
+            return
+        found = _contents(p)
+        if not found:
+            return
+        marker = read_marker(p)
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        if marker is None:
+            raise RunError(
+                f"output folder '{p}' already exists and is not a scenescape run folder (it holds {shown} and no "
+                f"{MARKER}); scenescape never deletes it, not even with --overwrite: choose another --out")
+        if not overwrite:
+            raise RunError(f"output folder '{p}' already holds a {marker['mode']} run; pass --resume {p} to continue "
+                           "it, --overwrite to replace it, or choose another --out")
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> RunFolder:
-        """An existing run folder to resume; errors say what is missing."""
+    def begin(cls, path: str | Path, *, mode: str, config: Any, inputs: dict[str, Any], overwrite: bool = False,
+              command: list[str] | None = None) -> RunFolder:
+        """Create the folder and write, in this order, the marker, ``config.yaml`` and every input, then
+        :data:`INPUTS_INDEX` (the 'started' record, with the inputs' SHA-256). ``inputs`` maps file names
+        under ``inputs/`` to values: ``.npy`` -> a float32 array, ``.json`` -> JSON data (a Camera is
+        written with ``to_dict``); None values are skipped."""
+        from scenescape.config import save_yaml
+
+        items = {k: v for k, v in inputs.items() if v is not None}
+        run = cls.create(path, overwrite=overwrite, mode=mode, command=command, inputs=list(items))
+        try:
+            save_yaml(config, run.config_path)
+            for name, value in items.items():
+                f = run.path / "inputs" / name
+                if name.endswith(".npy"):
+                    save_npy(f, np.asarray(value, np.float32))
+                else:
+                    write_json(f, value.to_dict() if hasattr(value, "to_dict") else value)
+            run._write_index()
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _write_index(self) -> None:
+        d = self.path / "inputs"
+        files = {f.name: _sha256(f) for f in sorted(d.iterdir())
+                 if f.is_file() and not f.name.startswith(".") and f.name != "index.json"} if d.is_dir() else {}
+        write_json(self.path / INPUTS_INDEX, {"files": files})
+
+    @property
+    def started(self) -> bool:
+        """Whether creation finished (config and inputs complete): :data:`INPUTS_INDEX` exists."""
+        return (self.path / INPUTS_INDEX).is_file()
+
+    @classmethod
+    def open_existing(cls, path: str | Path, mode: str = "scene") -> RunFolder:
+        """An existing run folder to resume (locked); errors say what is missing and what to do.
+
+        A folder whose creation was interrupted (no :data:`INPUTS_INDEX`) can be resumed when its config and
+        every input it records are on disk (the caller then calls :meth:`complete_creation`, after its own
+        validation, and the run starts from frame/step 0); otherwise the error gives the command that starts
+        it again. Nothing is written here.
+        """
         p = Path(path)
         if not p.is_dir():
             raise RunError(f"cannot resume: run folder '{p}' does not exist")
-        if not (p / "config.yaml").is_file():
-            raise RunError(f"cannot resume: '{p}' has no config.yaml (is it a scenescape run folder?)")
+        marker = read_marker(p)
+        if marker is None:
+            what = "is empty" if not _contents(p) else f"has no valid {MARKER}"
+            raise RunError(f"cannot resume: '{p}' {what}, so it is not a scenescape run folder (or its creation was "
+                           f"interrupted before anything was written); start the run again with --out {p} "
+                           "--overwrite, or choose another --out")
+        if marker["mode"] != mode:
+            cmd = "scenescape object --resume" if marker["mode"] == "object" else "scenescape generate --resume"
+            raise RunError(f"cannot resume: '{p}' holds a {marker['mode']} run; continue it with {cmd} {p}")
         run = cls(p)
-        run.remove_temporaries()
+        run._lock()
+        try:
+            if not run.started:
+                expected = [str(n) for n in marker.get("inputs") or []]
+                missing = ([] if run.config_path.is_file() else ["config.yaml"]) + [
+                    f"inputs/{n}" for n in expected if not (p / "inputs" / n).is_file()]
+                if missing:
+                    raise RunError(
+                        f"cannot resume: the run in '{p}' was interrupted while it was being created ({', '.join(missing)} "
+                        f"never written), so nothing was computed; start it again with: {restart_command(marker, p)}")
+            else:
+                run._verify_inputs()
+        except BaseException:
+            run.close()
+            raise
         return run
+
+    def complete_creation(self) -> None:
+        """Finish a creation that was interrupted after the config and inputs were saved (see
+        :meth:`open_existing`), and drop the temporary files of interrupted atomic writes."""
+        self.remove_temporaries()
+        if not self.started:
+            self._write_index()
+
+    def _verify_inputs(self) -> None:
+        f = self.path / INPUTS_INDEX
+        try:
+            files = json.loads(f.read_text())["files"]
+            assert isinstance(files, dict)
+        except Exception as e:
+            raise RunError(f"cannot resume: '{f}' is corrupt ({type(e).__name__}); the run cannot be resumed - "
+                           f"start again with --overwrite") from e
+        for name, digest in files.items():
+            q = self.path / "inputs" / str(name)
+            if not _plain_name(str(name)) or not q.is_file() or _sha256(q) != digest:
+                raise RunError(f"cannot resume: run input '{q}' is missing or was changed since the run started "
+                               "(its checksum differs); a resume must use the inputs it started with")
 
     def remove_temporaries(self) -> list[Path]:
         """Delete the hidden temporary files an interrupted atomic write leaves (``.NAME.XXXX.SUFFIX``)."""
         removed = []
         for d in (self.path, *(self.path / s for s in ("frames", "depth", "masks", "inputs", "checkpoint",
-                                                       "nerfstudio/depth"))):
+                                                       "nerfstudio/depth", "validation"))):
             if not d.is_dir():
                 continue
             for f in d.iterdir():
-                if f.is_file() and f.name.startswith(".") and f.name.count(".") >= 3:
+                if f.is_file() and f.name not in (MARKER, LOCK) and _TEMP.match(f.name):
                     f.unlink(missing_ok=True)
                     removed.append(f)
         return removed
@@ -154,16 +445,6 @@ class RunFolder:
         return self.path / "masks" / f"{frame_name(i)}.png"
 
     # ------------------------------------------------------------------ inputs and cameras
-    def save_inputs(self, image: Any | None, depth: Any | None, camera: Any | None = None) -> None:
-        """Keep the exact start inputs (float arrays) so a resume starts from the same data."""
-        d = self.path / "inputs"
-        if image is not None:
-            save_npy(d / "image.npy", np.asarray(image, np.float32))
-        if depth is not None:
-            save_npy(d / "depth.npy", np.asarray(depth, np.float32))
-        if camera is not None:
-            write_json(d / "camera.json", camera.to_dict())
-
     def load_inputs(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         d = self.path / "inputs"
         out = []
@@ -329,6 +610,8 @@ class RunFolder:
             "state": state,
             "time": time.time(),
         }
+        payload = json.loads(json.dumps(payload, default=_plain))  # exactly what is written (and checksummed)
+        payload["checksum"] = _digest(payload)
         write_json(self.state_path, payload)
         # copies, so that an in-place edit of the mesh later is seen as "not a pure append"
         self._last_saved = {"v": v.clone(), "f": f.clone(), "c": c.clone(), "base": base, "deltas": deltas}
@@ -336,16 +619,27 @@ class RunFolder:
             if p.suffix == ".npz" and not p.name.startswith(".") and p.name not in referenced:
                 p.unlink(missing_ok=True)
 
-    def _read_state_raw(self) -> dict[str, Any]:
+    def _read_state_raw(self, n_cameras: int | None = None) -> dict[str, Any]:
+        """``state.json``, verified: its checksum over its own fields, then every field's type and range."""
+        f = self.state_path
+        fix = (f"the run cannot be resumed - start again with --overwrite (this deletes '{self.path}') "
+               "or another --out")
         try:
-            data = json.loads(self.state_path.read_text())
+            data = json.loads(f.read_text())
         except Exception as e:
-            raise RunError(
-                f"checkpoint '{self.state_path}' is corrupt ({type(e).__name__}: {e}); the run cannot be "
-                f"resumed - start again with --overwrite (this deletes '{self.path}') or another --out"
-            ) from e
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not isinstance(data.get("frame"), int):
-            raise RunError(f"checkpoint '{self.state_path}' is corrupt or from another version (no valid 'frame')")
+            raise RunError(f"checkpoint '{f}' is corrupt ({type(e).__name__}: {e}); {fix}") from e
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise RunError(f"checkpoint '{f}' is corrupt or from another version (version "
+                           f"{data.get('version') if isinstance(data, dict) else None!r}, expected {STATE_VERSION}); {fix}")
+        if data.get("checksum") != _digest({k: v for k, v in data.items() if k != "checksum"}):
+            raise RunError(f"checkpoint '{f}' does not match its own checksum (it was edited or damaged); {fix}")
+        frame = data.get("frame")
+        if n_cameras is not None and isinstance(frame, int) and not 0 <= frame < n_cameras:
+            raise RunError(f"checkpoint '{f}' is invalid: frame {frame} is outside the run's {n_cameras} cameras "
+                           f"(0..{n_cameras - 1}); {fix}")
+        problem = _state_problem(data)
+        if problem:
+            raise RunError(f"checkpoint '{f}' is invalid: {problem}; {fix}")
         return data
 
     def load_checkpoint(self) -> tuple[int, Any, dict[str, Any], dict[str, np.ndarray]] | None:
@@ -357,12 +651,13 @@ class RunFolder:
 
         ck = self.checkpoint_dir
         if not self.state_path.is_file():
-            leftovers = [p.name for p in ck.glob("*") if not p.name.startswith(".")] if ck.is_dir() else []
-            if leftovers:
-                raise RunError(f"checkpoint folder '{ck}' has files {leftovers} but no state.json: it is corrupt; "
-                               "start again with --overwrite or another --out")
+            # killed before the first state.json: mesh files without a state are not a checkpoint (the next
+            # checkpoint replaces them); the run starts from frame 0
             return None
-        data = self._read_state_raw()
+        cams = self.load_cameras()
+        if cams is None:
+            raise RunError(f"run '{self.path}' has a checkpoint but no cameras.json: it is corrupt")
+        data = self._read_state_raw(n_cameras=len(cams))
         files = data.get("files") or {}
         sums = data.get("sha256") or {}
         base = files.get("mesh")
@@ -423,6 +718,56 @@ class RunFolder:
         write_json(self.path / "manifest.json", manifest)
 
 
+def _plain(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+def _state_problem(d: dict[str, Any]) -> str | None:
+    """What is wrong with a ``state.json`` (None when every field has its type and range)."""
+    frame = d.get("frame")
+    if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
+        return f"'frame' must be an integer >= 0, got {frame!r}"
+    files = d.get("files")
+    if not isinstance(files, dict):
+        return "'files' is missing"
+    if not isinstance(files.get("mesh"), str) or not _CK_NAME["mesh"].match(files["mesh"]):
+        return f"'files.mesh' must name a mesh-NNNN.npz, got {files.get('mesh')!r}"
+    deltas = files.get("deltas")
+    if not isinstance(deltas, list) or not all(isinstance(n, str) and _CK_NAME["delta"].match(n) for n in deltas):
+        return f"'files.deltas' must list mesh-delta-NNNN.npz names, got {deltas!r}"
+    if "extra" in files and not (isinstance(files["extra"], str) and _CK_NAME["extra"].match(files["extra"])):
+        return f"'files.extra' must name an extra-NNNN.npz, got {files['extra']!r}"
+    names = [files["mesh"], *deltas] + ([files["extra"]] if "extra" in files else [])
+    for n in names:
+        if int(re.findall(r"\d+", n)[-1]) > frame:
+            return f"file '{n}' is from after frame {frame}"
+    sums = d.get("sha256")
+    if not isinstance(sums, dict) or set(sums) != set(names) or not all(
+            isinstance(v, str) and _HEX64.match(v) for v in sums.values()):
+        return "'sha256' must hold one SHA-256 per listed file"
+    counts = d.get("counts")
+    if not isinstance(counts, dict) or not all(
+            isinstance(counts.get(k), int) and not isinstance(counts.get(k), bool) and counts[k] >= 0
+            for k in ("vertices", "faces")):
+        return f"'counts' must hold vertices and faces >= 0, got {counts!r}"
+    state = d.get("state")
+    if not isinstance(state, dict):
+        return "'state' is missing"
+    ft = state.get("frame_times", [])
+    if not isinstance(ft, list) or len(ft) != frame + 1 or not all(_finite_number(x) for x in ft):
+        return f"'state.frame_times' must list {frame + 1} times >= 0"
+    tm = state.get("timings", {})
+    if not isinstance(tm, dict) or not all(isinstance(k, str) and _finite_number(v) for k, v in tm.items()):
+        return "'state.timings' must map stage names to seconds >= 0"
+    return None
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages a run depends on (only those importable)."""
     import importlib.metadata as md
@@ -439,4 +784,5 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["RunFolder", "frame_name", "is_run_folder", "package_versions"]
+__all__ = ["INPUTS_INDEX", "LOCK", "MARKER", "RunFolder", "frame_name", "is_run_folder", "package_versions",
+           "read_marker", "restart_command"]

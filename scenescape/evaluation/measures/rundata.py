@@ -105,10 +105,25 @@ def load_run(path: str | Path, max_frames: int | None = None) -> RunData:
         raise InputError(f"run folder '{p}' does not exist")
     if (p / "frames").is_dir() and (p / "cameras.json").is_file():
         return _load_scene_run(p, max_frames)
-    if (p / "summary.json").is_file() or (p / "checkpoint.pt").is_file():
+    if _is_object_run(p):
         return _load_object_run(p, max_frames)
     raise InputError(f"'{p}' is not a scenescape run folder: a scene run has frames/ and cameras.json, "
-                     "an object run summary.json and video.mp4")
+                     "an object run manifest.json (or checkpoint.pt) and video.mp4")
+
+
+def _is_object_run(p: Path) -> bool:
+    from scenescape.io import read_json
+
+    if (p / "checkpoint.pt").is_file():
+        return True
+    for name in ("manifest.json", ".scenescape-run.json"):
+        try:
+            data = read_json(p / name)
+        except Exception:
+            continue
+        if isinstance(data, dict) and "object" in (data.get("scenescape"), data.get("mode")):
+            return True
+    return False
 
 
 def _load_scene_run(p: Path, max_frames: int | None) -> RunData:

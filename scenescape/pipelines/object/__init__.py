@@ -21,6 +21,7 @@ from scenescape.pipelines.object.pipeline import (
     export_run,
     load_run,
     psnr,
+    resume_run,
     sample_lights,
     silhouette_iou,
     view_name,
@@ -31,5 +32,5 @@ __all__ = [
     "AnalyticField", "AnalyticTarget", "Background", "BackgroundConfig", "FieldConfig", "HashGridEncoding",
     "NeRFField", "ObjectConfig", "ObjectPipeline", "ObjectResult", "RenderConfig", "RenderOutput", "auto_threshold",
     "eval_cameras", "export_run", "extract_mesh", "load_run", "orbit_camera", "orbit_video", "psnr",
-    "render_cameras", "sample_lights", "silhouette_iou", "view_name", "view_prompt",
+    "render_cameras", "resume_run", "sample_lights", "silhouette_iou", "view_name", "view_prompt",
 ]

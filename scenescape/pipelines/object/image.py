@@ -318,7 +318,11 @@ def image_prompt(prompt: str | None, cfg: ImageConfig) -> str:
         if not text:
             raise InputError("image-to-object without textual inversion needs a prompt (e.g. \"a teddy bear\")")
         return text
-    return text.replace("{token}", ti.token) if "{token}" in text else f"{text} {ti.token}".strip()
+    if "{token}" in text:
+        return text.replace("{token}", ti.token)
+    if ti.token in text.split():  # already placed (a resumed run passes its saved prompt)
+        return text
+    return f"{text} {ti.token}".strip()
 
 
 def setup_image_run(cfg: Any, out: Path, guidance: Any, device: Any = "cpu", progress: bool = False) -> ReferenceLoss:

@@ -8,16 +8,21 @@ run step for step (on the same device).
 
 Run folder::
 
-    config.yaml        resolved config
-    checkpoint.pt      weights, optimiser, generator state, step (torch.load(..., weights_only=True));
+    .scenescape-run.json  marker (run id, mode, version, command); .scenescape-run.lock (see runs.py)
+    config.yaml        resolved config (with the seed)
+    inputs/            prompt.json, index.json (written last at creation)
+    checkpoint.pt      weights, optimiser, generator state, step, losses (torch.load(..., weights_only=True));
                        ``guidance``: the rule's own state (VSD's LoRA and its optimiser)
     reference.png, reference_mask.png, textual_inversion/   image to object (``image.path`` set)
     validation/        step_XXXXXX.png (a strip of fixed validation views)
     mesh.glb/.obj/.ply marching-cubes mesh with vertex colours
     video.mp4          orbit video: RGB | normals (or depth)
-    summary.json       prompt, steps, losses, timings, files
     mesh_checkpoint.pt, refined.glb/.obj/.ply, validation/mesh_step_XXXXXX.png
                        Magic3D stage 2 (``mesh.steps > 0``, see :mod:`.mesh_stage`)
+    manifest.json      prompt, seed, steps, versions, timings, files, not_written (written last)
+
+The folder is made by :class:`scenescape.pipelines.runs.RunFolder`, as in scene mode (marker, lock,
+``--overwrite`` only of a marked folder, ``--resume RUN``).
 """
 
 from __future__ import annotations
@@ -424,22 +429,55 @@ class ObjectResult:
     """The :class:`~scenescape.pipelines.object.mesh_stage.MeshStage` when stage 2 ran."""
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy whose strings are interned: pickle shares equal strings by identity, so without this the same
+    state (one built by a run, one loaded from a checkpoint) pickles to different bytes."""
+    import sys
+
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch names the archive's records after a path's file name, and the temporary
+    # name is random -- the same state must give the same bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_canonical(obj), fh)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load ``checkpoint.pt`` safely (``weights_only=True``); errors name the file."""
+def load_checkpoint(path: str | os.PathLike, max_steps: int | None = None) -> dict[str, Any]:
+    """Load ``checkpoint.pt`` safely (``weights_only=True``) and check its fields; errors name the file."""
     p = Path(path)
     if not p.is_file():
         raise RunError(f"checkpoint '{p}' does not exist")
+    fix = "start again with --overwrite or another --out"
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RunError(f"checkpoint '{p}' cannot be read ({type(e).__name__}: {e})") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunError(f"checkpoint '{p}' cannot be read ({type(e).__name__}: {first[:200]}); it is corrupt: {fix}") from e
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise RunError(f"checkpoint '{p}' is not a scenescape object checkpoint")
+    step, losses = ck.get("step"), ck.get("losses")
+    problem = None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        problem = f"'step' must be an integer >= 0, got {step!r}"
+    elif max_steps is not None and step > max_steps:
+        problem = f"it is at step {step}, past the configured steps={max_steps}"
+    elif not isinstance(losses, list) or len(losses) != step or not all(
+            isinstance(x, float) and math.isfinite(x) for x in losses):
+        problem = f"'losses' must list {step} finite numbers"
+    elif not all(isinstance(ck.get(k), dict) for k in ("field", "background", "optimizer", "config")):
+        problem = "field, background, optimizer or config is missing"
+    elif not isinstance(ck.get("generator"), torch.Tensor) or ck["generator"].dtype != torch.uint8:
+        problem = "the random generator state is missing"
+    if problem:
+        raise RunError(f"checkpoint '{p}' is invalid: {problem}; {fix}")
     return ck
 
 
@@ -491,61 +529,92 @@ class ObjectPipeline:
 
     # ------------------------------------------------------------------ training
     def run(self, prompt: str, out_dir: str | os.PathLike | None = None, *, resume: bool = False,
-            stop_after: int | None = None, export: bool | None = None,
-            callback: Callable[[int, dict[str, float]], None] | None = None) -> ObjectResult:
+            overwrite: bool = False, stop_after: int | None = None, export: bool | None = None,
+            callback: Callable[[int, dict[str, float]], None] | None = None,
+            command: list[str] | None = None) -> ObjectResult:
         """Optimise the NeRF for ``prompt``; write checkpoints, validation renders and (optionally) exports.
 
         Args:
-            out_dir: run folder (default ``runs/object-<slug of prompt>``). An existing checkpoint
-                there needs ``resume=True``.
-            resume: continue from ``out_dir/checkpoint.pt`` (same config except ``steps``).
+            out_dir: run folder (default ``runs/object-<slug of prompt>``), made with the same machinery as
+                scene mode (:class:`~scenescape.pipelines.runs.RunFolder`): an existing folder needs
+                ``resume=True`` (continue it) or ``overwrite=True`` (replace it; only a scenescape run folder).
+            resume: continue from ``out_dir/checkpoint.pt`` (same config and prompt; ``steps`` and ``output``
+                may change). A folder killed before its first checkpoint restarts from step 0.
             stop_after: stop (with a checkpoint) after this many total steps -- simulates an interruption.
             export: write mesh and video at the end (default ``config.output.export``).
+            command: the command line, recorded in the run marker.
         """
+        from scenescape.pipelines.runs import RunFolder
+        from scenescape.registry import check_plugins
+
         cfg = self.config
         if cfg.image.path:  # image to object: the prompt holds the learned token
             from scenescape.pipelines.object.image import image_prompt
 
             prompt = image_prompt(prompt, cfg.image)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
-        prompt = prompt.strip()
+        prompt = check_prompt(prompt)
+        if resume and overwrite:
+            raise InputError("choose either resume or overwrite, not both")
         out = Path(out_dir) if out_dir is not None else Path("runs") / f"object-{slugify(prompt, default='object')}"
-        ck_path = out / CHECKPOINT
+        check_plugins(cfg)
+        # ---- everything is validated and loaded before anything is written --------------------------
         fld, bg = self.build_models()
         opt = self._optimizer(fld, bg)
         g = torch.Generator().manual_seed(cfg.seed)
         start, losses = 0, []
-        if ck_path.exists():
-            if not resume:
-                raise RunError(f"'{out}' already holds a run ({CHECKPOINT}); pass --resume to continue it "
-                               "or choose another --out")
-            ck = load_checkpoint(ck_path)
-            self._check_resume(ck, prompt)
-            fld.load_state_dict(ck["field"])
-            bg.load_state_dict(ck["background"])
-            opt.load_state_dict(ck["optimizer"])
-            g.set_state(ck["generator"])
-            start, losses = int(ck["step"]), list(ck["losses"])
-        elif resume:
-            raise RunError(f"cannot resume: '{ck_path}' does not exist")
-        guidance = self.build_guidance()  # bad guidance options fail before anything is written
-        if start and "guidance" in ck and hasattr(guidance, "load_state_dict"):
-            guidance.load_state_dict(ck["guidance"])  # e.g. VSD's LoRA and its optimiser
-        if cfg.image.path:
-            from scenescape.pipelines.object.image import reference_view
+        run = RunFolder.open_existing(out, mode="object") if resume else None
+        try:
+            ck = None
+            if run is not None:
+                saved_prompt = _saved_prompt(run.path)
+                if saved_prompt != prompt:
+                    raise RunError(f"cannot resume: the run in '{out}' was for prompt {saved_prompt!r}, not {prompt!r}")
+                ck_path = out / CHECKPOINT
+                if ck_path.exists():
+                    ck = load_checkpoint(ck_path, max_steps=cfg.steps)
+                    self._check_resume(ck, prompt)
+                    fld.load_state_dict(ck["field"])
+                    bg.load_state_dict(ck["background"])
+                    opt.load_state_dict(ck["optimizer"])
+                    g.set_state(ck["generator"])
+                    start, losses = int(ck["step"]), list(ck["losses"])
+            guidance = self.build_guidance()  # bad guidance options fail before anything is written
+            if ck is not None and start and "guidance" in ck and hasattr(guidance, "load_state_dict"):
+                guidance.load_state_dict(ck["guidance"])  # e.g. VSD's LoRA and its optimiser
+            if cfg.image.path:
+                from scenescape.pipelines.object.image import reference_view
 
-            reference_view(cfg.image, cfg.render)  # a bad photo, mask or camera fails before anything is written
-        out.mkdir(parents=True, exist_ok=True)
-        if cfg.image.path and not any(getattr(f, "is_reference_loss", False) for f in self.extra_losses):
-            from scenescape.pipelines.object.image import setup_image_run
+                reference_view(cfg.image, cfg.render)  # a bad photo, mask or camera fails before anything is written
+            if run is None:
+                run = RunFolder.begin(out, mode="object", config=cfg, inputs={"prompt.json": {"prompt": prompt}},
+                                      overwrite=overwrite, command=command)
+            else:
+                run.complete_creation()
+                if to_dict(cfg) != _read_config(run.path):
+                    from scenescape.config import save_yaml
 
-            self.extra_losses.append(setup_image_run(cfg, out, guidance, self.device, cfg.progress))
-        from scenescape.config import save_yaml
+                    save_yaml(cfg, run.config_path)  # e.g. more steps: the folder describes the run it holds
+            if cfg.image.path and not any(getattr(f, "is_reference_loss", False) for f in self.extra_losses):
+                from scenescape.pipelines.object.image import setup_image_run
 
-        save_yaml(cfg, out / "config.yaml")
+                self.extra_losses.append(setup_image_run(cfg, out, guidance, self.device, cfg.progress))
+            return self._train(prompt, run, fld, bg, opt, g, guidance, start, losses, stop_after, export, callback,
+                               resume)
+        finally:
+            if run is not None:
+                run.close()
+
+    def _train(self, prompt: str, run: Any, fld: NeRFField, bg: Background, opt: torch.optim.Optimizer,
+               g: torch.Generator, guidance: Any, start: int, losses: list[float], stop_after: int | None,
+               export: bool | None, callback: Any, resume: bool = False) -> ObjectResult:
+        from scenescape.pipelines.runs import package_versions
+
+        cfg = self.config
+        out = run.path
+        ck_path = out / CHECKPOINT
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         t0 = time.time()
+        timings = {"train": 0.0, "validation": 0.0, "checkpoint": 0.0, "export": 0.0}
         bar = None
         if cfg.progress and end > start:
             from tqdm import tqdm
@@ -554,28 +623,39 @@ class ObjectPipeline:
         fld.train()
         bg.train()
         for step in range(start, end):
+            t = time.perf_counter()
             stats = self.train_step(step, prompt, fld, bg, opt, guidance, g)
             losses.append(stats["loss"])
+            timings["train"] += time.perf_counter() - t
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4g}")
             if callback is not None:
                 callback(step, stats)
             done = step + 1
+            t = time.perf_counter()
             if cfg.output.val_every and done % cfg.output.val_every == 0:
                 self.save_validation(fld, bg, out / "validation" / f"step_{done:06d}.png")
+            t2 = time.perf_counter()
+            timings["validation"] += t2 - t
             if cfg.output.checkpoint_every and done % cfg.output.checkpoint_every == 0 and done != end:
                 self._save(ck_path, done, prompt, fld, bg, opt, g, losses)
+            timings["checkpoint"] += time.perf_counter() - t2
         if bar is not None:
             bar.close()
-        self._save(ck_path, end, prompt, fld, bg, opt, g, losses)
-        files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(out / "config.yaml")}
+        t = time.perf_counter()
+        if end > start or not ck_path.exists():
+            self._save(ck_path, end, prompt, fld, bg, opt, g, losses)
+        timings["checkpoint"] += time.perf_counter() - t
+        files: dict[str, str] = {"checkpoint": str(ck_path), "config": str(run.config_path)}
         do_export = cfg.output.export if export is None else export
         not_written: dict[str, str] = {}
         if do_export and end == cfg.steps and (end > start or not (out / "video.mp4").exists()):
             from scenescape.pipelines.object.export import export_run_outputs
 
+            t = time.perf_counter()
             files.update(export_run_outputs(fld, bg, cfg, out, not_written))
+            timings["export"] = time.perf_counter() - t
         elif not (do_export and end == cfg.steps):
             why = (f"the run stopped at step {end} of {cfg.steps}; continue it with --resume"
                    if end < cfg.steps else "output.export is false")
@@ -586,17 +666,25 @@ class ObjectPipeline:
             # Magic3D stage 2: a DMTet mesh from the stage-1 field, refined at mesh.resolution
             from scenescape.pipelines.object.mesh_stage import run_mesh_stage
 
+            t = time.perf_counter()
             mesh_stage, end, losses2, files2 = run_mesh_stage(self, prompt, out, fld, bg, guidance, resume,
                                                               stop_after, do_export, callback)
+            timings["mesh_stage"] = time.perf_counter() - t
             losses = losses + losses2
             files.update(files2)
         seconds = time.time() - t0
-        write_json(out / "summary.json", {
-            "prompt": prompt, "steps": end, "target_steps": cfg.steps + cfg.mesh.steps, "seconds": seconds,
-            "seconds_per_step": seconds / max(end - start, 1), "final_loss": losses[-1] if losses else None,
-            "guidance": cfg.guidance.name, "mode": cfg.guidance.options.get("mode", "sds"), "files": files,
-            "not_written": not_written,
-        })
+        total = cfg.steps + cfg.mesh.steps
+        if end == total:
+            run.write_manifest({
+                "scenescape": "object", "prompt": prompt, "seed": cfg.seed, "steps": end, "target_steps": total,
+                "resumed_from_step": start, "device": str(self.device),
+                "guidance": cfg.guidance.name, "mode": cfg.guidance.options.get("mode", "sds"),
+                "final_loss": losses[-1] if losses else None, "versions": package_versions(),
+                "timings_s": {k: round(v, 4) for k, v in timings.items()}, "seconds": round(seconds, 3),
+                "seconds_per_step": round(timings["train"] / max(end - start, 1), 5),
+                "files": {k: Path(v).name for k, v in files.items()}, "not_written": not_written,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            })
         return ObjectResult(out, ck_path, end, losses, files, fld, bg, seconds, not_written, mesh_stage)
 
     def train_step(self, step: int, prompt: str, fld: NeRFField, bg: Background, opt: torch.optim.Optimizer,
@@ -704,6 +792,59 @@ class ObjectPipeline:
                            "resume with the run's config.yaml (only steps and output may change)")
 
 
+RESUME_KEYS = ("steps", "progress", "output.")
+"""Config keys ``scenescape object --resume RUN`` may change (everything else is the run's)."""
+
+
+def check_prompt(prompt: Any) -> str:
+    """A usable prompt (stripped) or an :class:`InputError` saying what is wrong."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("prompt must be a non-empty text, e.g. \"a ceramic mug\"")
+    if "\x00" in prompt:
+        raise InputError("prompt contains a NUL character; remove it")
+    return prompt.strip()
+
+
+def _saved_prompt(run_dir: Path) -> str:
+    f = run_dir / "inputs" / "prompt.json"
+    try:
+        prompt = read_json(f)["prompt"]
+        assert isinstance(prompt, str)
+    except Exception as e:
+        raise RunError(f"cannot resume: '{f}' is missing or corrupt ({type(e).__name__})") from e
+    return prompt
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    from scenescape.config import load_yaml
+
+    return load_yaml(run_dir / "config.yaml")
+
+
+def resume_run(run_dir: str | os.PathLike, overrides: list[str] | None = None, **run_kwargs: Any) -> ObjectResult:
+    """Continue the object run in ``run_dir`` from its saved config, prompt and checkpoint
+    (``scenescape object --resume RUN``). ``overrides`` may set only ``steps``, ``progress`` and ``output.*``."""
+    from scenescape.config import merge_dicts, overrides_to_dict
+    from scenescape.pipelines.runs import RunFolder
+
+    items = list(overrides or [])
+    bad = [o for o in items if not o.split("=", 1)[0].strip().startswith(RESUME_KEYS)]
+    if bad:
+        raise ConfigError(f"--resume continues with the run's saved config; only steps, progress and output.* may "
+                          f"be changed, got {bad}")
+    run = RunFolder.open_existing(run_dir, mode="object")  # marker, lock, creation complete
+    try:
+        try:
+            data = merge_dicts(_read_config(run.path), overrides_to_dict(items))
+            cfg = from_dict(ObjectConfig, data)
+        except ConfigError as e:
+            raise RunError(f"cannot resume: the run's config '{run.config_path}' is invalid: {e}") from e
+        prompt = _saved_prompt(run.path)
+        return ObjectPipeline(cfg).run(prompt, run.path, resume=True, **run_kwargs)
+    finally:
+        run.close()
+
+
 def load_run(run_dir: str | os.PathLike) -> tuple[ObjectPipeline, NeRFField, Background, dict[str, Any]]:
     """Rebuild the pipeline, field and background of a run folder from its checkpoint."""
     run = Path(run_dir)
@@ -716,8 +857,12 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ObjectPipeline, NeRFField, Bac
         raise RunError(f"checkpoint '{run / CHECKPOINT}' has an incompatible config: {e}") from e
     pipe = ObjectPipeline(dataclasses.replace(cfg, device="cpu" if not torch.cuda.is_available() else cfg.device))
     fld, bg = pipe.build_models()
-    fld.load_state_dict(ck["field"])
-    bg.load_state_dict(ck["background"])
+    try:
+        fld.load_state_dict(ck["field"])
+        bg.load_state_dict(ck["background"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise RunError(f"checkpoint '{run / CHECKPOINT}' does not fit its config ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0]})") from e
     fld.set_progress(int(ck["step"]))
     fld.eval()
     return pipe, fld, bg, ck
@@ -732,19 +877,24 @@ def export_run(run_dir: str | os.PathLike, overrides: list[str] | None = None,
     """
     from scenescape.config import apply_overrides
     from scenescape.pipelines.object.export import export_run_outputs
+    from scenescape.pipelines.runs import RunFolder
 
+    bad = [o for o in (overrides or []) if not o.split("=", 1)[0].strip().startswith("output.")]
+    if bad:
+        raise ConfigError(f"--export accepts only output.* overrides, got {bad}")
     pipe, fld, bg, ck = load_run(run_dir)
     cfg = pipe.config
     if overrides:
-        bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("output.")]
-        if bad:
-            raise ConfigError(f"--export accepts only output.* overrides, got {bad}")
         cfg = apply_overrides(cfg, overrides)
-    files = export_run_outputs(fld, bg, cfg, Path(run_dir), not_written)
-    summary = Path(run_dir) / "summary.json"
-    if summary.exists():
-        data = read_json(summary)
-        data.setdefault("files", {}).update(files)
-        data["not_written"] = dict(not_written or {})
-        write_json(summary, data)
+    run = RunFolder.open_existing(run_dir, mode="object")  # the lock: no export while a run works there
+    try:
+        files = export_run_outputs(fld, bg, cfg, run.path, not_written)
+        manifest = run.path / "manifest.json"
+        if manifest.exists():
+            data = read_json(manifest)
+            data.setdefault("files", {}).update({k: Path(v).name for k, v in files.items()})
+            data["not_written"] = dict(not_written or {})
+            write_json(manifest, data)
+    finally:
+        run.close()
     return files

@@ -57,8 +57,9 @@ def validate_depth(depth: Any, shape: tuple[int, int], where: str = "init_depth"
 def load_start_inputs(cfg: Any, image: str | Path | None, depth: str | Path | None) -> tuple[Any, Any]:
     """The start image ``(H, W, 3)`` and z-depth ``(H, W)`` of a scene run from files, at the config's
     ``width`` x ``height`` (``generate --image --init-depth`` and ``scenescape batch`` jobs both read them
-    here). A photo of another size is resized with a warning, its depth with it (nearest). ``(None,
-    None)`` without an image."""
+    here). EXIF orientation is applied and every PIL mode is read with its range kept. A photo of another
+    aspect is centre-cropped, then resized, with a warning (never stretched); its depth is cropped and
+    resized with it (nearest). ``(None, None)`` without an image."""
     from scenescape.io import load_depth, load_image
 
     if depth and not image:
@@ -68,18 +69,18 @@ def load_start_inputs(cfg: Any, image: str | Path | None, depth: str | Path | No
     p = Path(image)
     if not p.is_file():
         raise InputError(f"image '{p}' does not exist (check the --image path)")
-    raw = load_image(p)  # converts grey/RGBA to RGB with a warning
+    raw = load_image(p)  # EXIF orientation applied; any mode -> RGB with its range kept
     h0, w0 = raw.shape[:2]
     img = load_image(p, size=(cfg.width, cfg.height)) if (w0, h0) != (cfg.width, cfg.height) else raw
     dep = None
     if depth:
         dep = load_depth(depth, shape=(h0, w0))
         if (w0, h0) != (cfg.width, cfg.height):
-            import cv2
+            from scenescape.io import fit_to_size
 
-            warnings.warn(f"depth '{depth}' resized from {w0}x{h0} to {cfg.width}x{cfg.height} with the image",
-                          stacklevel=2)
-            dep = cv2.resize(dep, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+            warnings.warn(f"depth '{depth}' cropped and resized from {w0}x{h0} to {cfg.width}x{cfg.height} "
+                          "with the image", stacklevel=2)
+            dep = fit_to_size(dep, (cfg.width, cfg.height), nearest=True).astype(np.float32)
     return img, dep
 
 
@@ -101,8 +102,12 @@ def load_start_camera(path: str | Path) -> Any:
         if isinstance(data, dict) and "fx" in data:
             return Camera.from_dict(data)
         return cameras_from_file_json(data)[0]  # a run's cameras.json: back from its Z-up world
-    except ValueError as e:
+    except InputError as e:
         raise InputError(f"camera file '{p}': {e}") from e
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        what = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise InputError(f"camera file '{p}' is malformed ({what}); it must hold a camera as written by "
+                         "Camera.to_dict (fx, fy, cx, cy, width, height, world_to_camera) or a cameras.json") from e
 
 
 __all__ = ["load_start_camera", "load_start_inputs", "to_numpy", "validate_depth", "validate_image"]

@@ -36,7 +36,7 @@ from scenescape.backends.base import (
     TextToImage,
     seed_for_frame,
 )
-from scenescape.config import apply_overrides, from_dict, save_yaml
+from scenescape.config import apply_overrides, from_dict
 from scenescape.devices import pick_device
 from scenescape.errors import InputError, RunError, ScenescapeError
 from scenescape.geometry.camera import Camera
@@ -53,6 +53,7 @@ from scenescape.pipelines.scene.step import (
     to_depth_space,
     warp_inpaint_step,
 )
+from scenescape.registry import check_plugins
 from scenescape.trajectories import build_trajectory, load_trajectory_file
 
 STAGES = ("render", "mask", "inpaint", "depth", "align", "extend", "write", "checkpoint")
@@ -132,6 +133,7 @@ class ScenePipeline:
         # "auto": each model backend picks its own device (cuda, then mps, then cpu); the geometry runs on
         # cuda or cpu. A named device is passed to every backend whose options do not name one.
         device = None if cfg.device == "auto" else pick_device(cfg.device)
+        check_plugins(cfg)  # a 'module:Class' backend only with the user's consent (the error names the key)
         depth = cfg.depth.build(DEPTH, device=device) if cfg.depth.name else None
         inpainter = cfg.inpainter.build(INPAINTERS, device=device) if cfg.inpainter.name else None
         t2i = cfg.text_to_image.build(TEXT_TO_IMAGE, device=device) if cfg.text_to_image.name else None
@@ -150,7 +152,7 @@ class ScenePipeline:
     def run(self, prompt: str | None = None, cameras: Sequence[Camera] | None = None, init_image: Any = None,
             init_depth: Any = None, out_dir: str | Path | None = None, resume: bool = False,
             progress: bool = True, overwrite: bool = False, start_camera: Camera | None = None,
-            on_frame: Any = None) -> SceneResult:
+            on_frame: Any = None, command: list[str] | None = None) -> SceneResult:
         """Run the loop.
 
         Args:
@@ -166,6 +168,7 @@ class ScenePipeline:
             overwrite: replace an existing run folder ``out_dir``.
             progress: show a tqdm progress bar with per-frame timings.
             on_frame: optional callback ``on_frame(index, seconds)`` after each frame.
+            command: the command line, recorded in the run folder's marker.
         """
         cfg = self.config
         prompt = cfg.prompt if prompt is None else str(prompt)
@@ -217,10 +220,20 @@ class ScenePipeline:
         if cams is not None and len(cams) > 1 and self.inpainter is None:
             raise InputError("no inpainter configured; set inpainter.name (opencv, diffusers, oracle)")
 
+        if cams is None:  # a dry run: bad trajectory params fail before anything is written
+            tcfg = cfg.trajectory
+            what = f"trajectory file '{tcfg.file}'" if tcfg.file else f"trajectory '{tcfg.name}' with params {tcfg.params}"
+            try:
+                dry = self.build_cameras(cam0, scene_scale=cfg.scene_scale or 1.0)
+            except InputError as e:
+                raise InputError(f"{what}: {e}") from e
+            if not all(np.isfinite(c.world_to_camera.detach().cpu().numpy()).all() for c in dry):
+                raise InputError(f"{what} gives non-finite camera poses; check its numbers (NaN or infinite)")
+
         if out_dir is not None and not resume:  # everything validated: only now is the folder made
-            run = RunFolder.create(out_dir, overwrite=overwrite)
-            save_yaml(dataclasses.replace(cfg, prompt=prompt), run.config_path)  # resolved, with the prompt
-            run.save_inputs(init_image, init_depth, cam0)
+            run = RunFolder.begin(out_dir, mode="scene", config=dataclasses.replace(cfg, prompt=prompt),  # resolved
+                                  inputs={"image.npy": init_image, "depth.npy": init_depth, "camera.json": cam0},
+                                  overwrite=overwrite, command=command)
 
         # ---- state: fresh or from the checkpoint ----------------------------------------------
         frames: list[np.ndarray] = []
@@ -249,6 +262,8 @@ class ScenePipeline:
                 timings[k] = float(v)
             prev = {k: v for k, v in extra.items()}
             start_index = done + 1
+        if run is not None and resume:  # everything verified: a folder killed while being created is completed
+            run.complete_creation()
 
         bar = None
         t_loop = time.perf_counter()
@@ -315,6 +330,7 @@ class ScenePipeline:
                              candidates=chosen)
         if run is not None:
             self._finish_run(run, result, prompt, time.perf_counter() - t_loop)
+            run.close()  # the folder's lock
         return result
 
     # ------------------------------------------------------------------ internals
