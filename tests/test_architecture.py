@@ -184,3 +184,16 @@ def test_user_errors_share_one_hierarchy():
 
     with pytest.raises(InputError):
         Camera(-1.0, 1.0, 1.0, 1.0, 4, 4)
+
+
+def test_object_pipeline_names_no_guidance_backend():
+    """The object pipeline builds guidance through the registry only; a backend that wants the known target
+    declares it (``wants_known_target``), so no backend name is special-cased."""
+    src = (PKG / "pipelines" / "object" / "pipeline.py").read_text()
+    tree = ast.parse(src)
+    from scenescape.backends.base import GUIDANCE
+
+    known = set(GUIDANCE.names())
+    compared = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Compare)
+                and any(isinstance(c, ast.Constant) and c.value in known for c in [n.left, *n.comparators])]
+    assert not compared, compared  # e.g. `if gcfg.name == "analytic":`

@@ -68,6 +68,10 @@ class AnalyticGuidance(ScoreDistillationGuidance):
     pipeline passes a renderer of a known synthetic object for the cameras in ``step_info``).
     """
 
+    wants_known_target = True
+    """Declares that the object pipeline should pass ``target`` (its renderer of the known object,
+    ``config.analytic_shape``); any guidance class may declare it."""
+
     @dataclasses.dataclass
     class Config(ScoreDistillationConfig):
         resolution: int | None = None

@@ -514,7 +514,8 @@ class ObjectPipeline:
             return self._guidance
         gcfg = self.config.guidance
         extra: dict[str, Any] = {}
-        if gcfg.name == "analytic":
+        if getattr(GUIDANCE.get(gcfg.name), "wants_known_target", False):
+            # a guidance scored against a known object (the analytic checks; any class may declare it)
             extra["target"] = AnalyticTarget(self.config.render, self.device, shape=self.config.analytic_shape)
         self._guidance = gcfg.build(GUIDANCE, **extra)
         return self._guidance
