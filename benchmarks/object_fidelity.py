@@ -6,7 +6,8 @@ blob has to move and split) for each sampled camera: its ideal noise prediction 
 ``(x_t - sqrt(ab) target) / sqrt(1 - ab)``. It runs through the same SDS/SJC code as Stable Diffusion.
 After training, the NeRF is rendered at held-out views (azimuths offset from any evaluation orbit, two
 elevations) and compared with the object's renders; the bars are PSNR >= 25 dB and silhouette IoU
-(opacity > 0.5) >= 0.9. SJC runs with its emptiness loss (1e4 mean log(1 + 10 w), x20 after half the run).
+(opacity > 0.5) >= 0.9. SJC runs with its emptiness loss at SJC's scale (weight 1e4, x20 after half the run; see
+``LossConfig`` for the per-ray normalisation and the latent-energy scaling).
 
 Usage: ``python benchmarks/object_fidelity.py [--steps 600] [--size 64] [--threads 1] [--no-write]``.
 Appends a dated section to ``benchmarks/RESULTS.md``.
@@ -42,8 +43,10 @@ def heldout(cfg: ObjectConfig, size: int) -> list:
             + eval_cameras(cfg, 6, size=size, offset=43.0, elevation=35.0))
 
 
-def run(mode: str, steps: int, size: int, seed: int, mesh_steps: int = 0, tet: int = 48) -> dict:
-    extra = ["loss.emptiness=10000"] if mode == "sjc" else []
+def run(mode: str, steps: int, size: int, seed: int, mesh_steps: int = 0, tet: int = 48,
+        emptiness: float = 1e4, overrides: tuple[str, ...] = ()) -> dict:
+    extra = [f"loss.emptiness={emptiness}"] if mode == "sjc" else []
+    extra += list(overrides)
     if mesh_steps:
         extra += [f"mesh.steps={mesh_steps}", f"mesh.resolution={4 * size}", f"mesh.tet_resolution={tet}",
                   "mesh.normal_consistency=10", "mesh.albedo_steps=1000000", "mesh.lr_color=0.01"]

@@ -147,3 +147,32 @@ def test_normals_only_at_significant_samples_match_and_cost_less():
     assert outs[1e-3, "n"] * 5 < outs[0.0, "n"]
     assert (outs[0.0].rgb - outs[1e-3].rgb).abs().max().item() < 0.02
     assert math.isclose(outs[0.0].orientation.item(), outs[1e-3].orientation.item(), abs_tol=1e-3)
+
+
+def test_emptiness_is_summed_per_ray_at_sjc_scale_and_scaled_by_latent_energy():
+    """Regression for the emptied SJC scene: SJC's emptiness mean runs over its 4096 x ~277 samples
+    while the score is summed over pixels, so our term is a per-render sum divided by that count (each
+    ray pulled as in SJC whatever the render size), times latent_energy / 4."""
+    from scenescape.backends.guidance.analytic import AnalyticScoreModel
+    from scenescape.backends.guidance.base import SJC_LATENT_ENERGY, latent_energy
+    from scenescape.backends.guidance.stable_diffusion import StableDiffusionScoreModel
+
+    torch.manual_seed(0)
+    fld = NeRFField(FieldConfig(levels=4, log2_hashmap_size=12, max_resolution=64, hidden=16))
+    cfg = RenderConfig(num_samples=16, num_importance=0)
+    bgm = Background(BackgroundConfig(kind="solid"))
+    e = {}
+    for size in (8, 16):
+        r = render_cameras(fld, bgm, [orbit_camera(1.8, 0.0, 0.0, 50.0, size)], cfg, perturb=False,
+                           emptiness_scale=10.0)
+        e[size] = r.emptiness.item()
+    # a sum over rays: 4x the rays, ~4x the term (a mean would stay put and over-pull small renders)
+    assert 3.5 < e[16] / e[8] < 4.5, e
+    assert LossConfig().emptiness_samples == 4096 * 277
+    assert SJC_LATENT_ENERGY == StableDiffusionScoreModel.latent_energy == 4.0
+    assert AnalyticScoreModel.latent_energy == 1.0
+
+    class _G:
+        model = AnalyticScoreModel(lambda info: torch.zeros(1, 4, 4, 3))
+
+    assert latent_energy(_G()) == 1.0 and latent_energy(_ZeroGuidance()) == SJC_LATENT_ENERGY

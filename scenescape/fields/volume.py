@@ -63,8 +63,9 @@ class RenderConfig:
 class RenderOutput:
     """Batched renders: ``rgb (B, H, W, 3)``, ``opacity (B, H, W)``, ``depth (B, H, W)`` z-depth,
     ``normals (B, H, W, 3)`` world normals weighted by opacity (zeros where not computed),
-    ``orientation`` scalar (0 where normals were not computed), ``emptiness`` scalar: the mean over
-    all samples of ``log(1 + scale w)`` (SJC's emptiness loss; 0 unless ``emptiness_scale`` is given)."""
+    ``orientation`` scalar (0 where normals were not computed), ``emptiness`` scalar: the sum over
+    all rays and samples of one image of ``log(1 + scale w)``, averaged over the images (SJC's emptiness
+    loss before its normalisation, see ``LossConfig``; 0 unless ``emptiness_scale`` is given)."""
 
     rgb: torch.Tensor
     opacity: torch.Tensor
@@ -139,7 +140,7 @@ def render_rays(field: Any, background: Any, origins: torch.Tensor, dirs: torch.
     """Render ``R`` rays: ``origins``/``dirs`` ``(R, 3)`` (unit dirs), ``light`` ``(R, 3)`` light positions.
 
     Returns a dict with ``rgb (R, 3)``, ``opacity (R,)``, ``t (R,)`` (expected distance),
-    ``normals (R, 3)``, ``orientation (R,)`` and ``emptiness (R,)`` (mean over the ray's samples of
+    ``normals (R, 3)``, ``orientation (R,)`` and ``emptiness (R,)`` (sum over the ray's samples of
     ``log(1 + emptiness_scale w)``; zeros when ``emptiness_scale`` is None).
     """
     r = origins.shape[0]
@@ -198,7 +199,7 @@ def render_rays(field: Any, background: Any, origins: torch.Tensor, dirs: torch.
     rgb = rgb + (1.0 - opacity)[:, None] * bg
     depth_t = (weights * t).sum(-1)
     if emptiness_scale is not None:
-        emptiness = torch.log1p(emptiness_scale * weights).mean(-1)
+        emptiness = torch.log1p(emptiness_scale * weights).sum(-1)
     else:
         emptiness = torch.zeros(r, device=dev, dtype=dt)
     return {"rgb": rgb, "opacity": opacity, "t": depth_t, "normals": normals, "orientation": orientation,
@@ -244,7 +245,7 @@ def render_cameras(field: Any, background: Any, cameras: list[Camera], cfg: Rend
             "depth": (res["t"] * zs).reshape(h, w),
             "normals": res["normals"].reshape(h, w, 3),
             "orientation": res["orientation"].mean(),
-            "emptiness": res["emptiness"].mean(),
+            "emptiness": res["emptiness"].sum(),
         })
     return RenderOutput(
         rgb=torch.stack([o["rgb"] for o in outs]),

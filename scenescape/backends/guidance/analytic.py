@@ -37,6 +37,10 @@ class AnalyticScoreModel:
     prediction does not depend on the text, so ``eps_u == eps_c`` and CFG leaves it unchanged.
     """
 
+    latent_energy = 1.0
+    """Sum over channels of the per-pixel variance of its latents: 3 channels of colours uniform in
+    [-1, 1] (variance 1/3 each), a quarter of Stable Diffusion's 4 unit-variance latent channels."""
+
     def __init__(self, target: Callable[[dict[str, Any]], torch.Tensor], resolution: int | None = None):
         self.target = target
         self.resolution = resolution

@@ -50,6 +50,24 @@ class Guidance(Protocol):
         ...
 
 
+SJC_LATENT_ENERGY = 4.0
+"""Per-pixel latent energy (sum over channels of their variance) of the space SJC's weights are stated
+in: Stable Diffusion's 4 unit-variance latent channels, which SJC renders directly. A score model may
+declare ``latent_energy`` (default: this value); losses tuned against SJC's score, such as its emptiness
+loss, are scaled by ``latent_energy / SJC_LATENT_ENERGY``: the score's pull on a pixel's opacity,
+``sum_c (D_c - y_c) (colour_c - background_c) / sigma``, is a product of two latent differences."""
+
+
+def latent_energy(guidance: Any) -> float:
+    """The ``latent_energy`` a guidance's score model declares (``SJC_LATENT_ENERGY`` when it declares none)."""
+    model = getattr(guidance, "model", None)
+    e = getattr(model, "latent_energy", getattr(guidance, "latent_energy", SJC_LATENT_ENERGY))
+    e = float(e)
+    if not e > 0:
+        raise InputError(f"score model latent_energy must be > 0, got {e}")
+    return e
+
+
 @runtime_checkable
 class ScoreModel(Protocol):
     alphas_cumprod: torch.Tensor  # (T,) float32
@@ -298,7 +316,7 @@ class ScoreDistillationGuidance:
 
 
 __all__ = [
-    "Guidance", "Rule", "ScoreDistillationConfig", "ScoreDistillationGuidance", "ScoreModel", "as_bchw",
-    "both_noises", "cfg_noise", "finish_gradient", "inject_gradient", "noisy", "sample_timesteps",
+    "SJC_LATENT_ENERGY", "Guidance", "Rule", "ScoreDistillationConfig", "ScoreDistillationGuidance", "ScoreModel",
+    "as_bchw", "both_noises", "cfg_noise", "finish_gradient", "inject_gradient", "latent_energy", "noisy", "sample_timesteps",
     "scaled_linear_alphas_cumprod", "step_args", "weight",
 ]

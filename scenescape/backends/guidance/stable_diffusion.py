@@ -30,6 +30,11 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 class StableDiffusionScoreModel:
     """A diffusers Stable Diffusion as a :class:`ScoreModel` (UNet eps-prediction, VAE, CLIP text)."""
 
+    latent_energy = 4.0
+    """Sum over latent channels of their variance per pixel: 4 channels made unit-variance by the VAE's
+    ``scaling_factor`` (0.18215 for SD 1.x/2.x). SJC's emptiness weight is stated for this scale
+    (see :data:`scenescape.backends.guidance.base.SJC_LATENT_ENERGY`)."""
+
     def __init__(self, model_id: str, device: Any = "auto", dtype: str = "auto", resolution: int | None = None,
                  latent_input: bool = False, negative_prompt: str = ""):
         try:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 
 from scenescape.backends.base import GUIDANCE, BackendConfig
+from scenescape.backends.guidance.base import SJC_LATENT_ENERGY, latent_energy
 from scenescape.config import ConfigError, from_dict, load_config, to_dict
 from scenescape.errors import InputError, RunError
 from scenescape.fields.nerf import AnalyticField, Background, BackgroundConfig, FieldConfig, NeRFField
@@ -165,9 +166,24 @@ class LossConfig:
     """Regularisers. The orientation weight ramps linearly ``orientation_start -> orientation_end``
     over ``orientation_ramp_steps`` from step 0 (both 0 disables it; normals are then computed only for
     shaded steps); sparsity = mean opacity; entropy = binary entropy of the opacity (pushes pixels to
-    empty or solid); emptiness = SJC's ``emptiness * mean(log(1 + emptiness_scale w))`` over every
-    sample weight ``w``, multiplied by ``emptiness_multiplier`` from ``emptiness_step`` (a fraction of
-    the run) on."""
+    empty or solid); emptiness = SJC's emptiness loss,
+    ``emptiness * (E / 4) * sum(log(1 + emptiness_scale w)) / emptiness_samples`` with the sum over every
+    sample weight ``w`` of every ray of a render (averaged over the batch), multiplied by
+    ``emptiness_multiplier`` from ``emptiness_step`` (a fraction of the run) on; ``E`` is the score
+    model's ``latent_energy``.
+
+    Scale (so that ``emptiness: 1e4`` means what it means in SJC, ``run_sjc.py``): SJC takes
+    ``1e4 * mean(log(1 + 10 w))`` over the samples of its one 64x64 render -- 4,096 rays x about 277
+    samples (step 0.01 through its [-1, 1]^3 box, cameras at radius 1.5; padded samples count) -- next to
+    a score gradient ``(D - y) / sigma`` *summed* over the rendered latent image. A mean shrinks each
+    ray's pull as the render grows, so 1e4 with our own mean over 24x24 renders x 64 samples pulled each
+    ray ~31x harder than in SJC. Here the sum over our rays is divided by SJC's sample count
+    (``emptiness_samples``), so each ray and sample is pulled as in SJC at any render size (one ray per
+    latent pixel, as in SJC and our 64x64 SD presets). And the score's pull on a ray's opacity,
+    ``sum_c (D_c - y_c) (colour_c - bg_c) / sigma``, is a product of two latent differences, so the
+    weight is scaled by the score model's per-pixel latent energy ``E`` (sum of channel variances)
+    relative to SJC's space, SD's 4 unit-variance latent channels (``SJC_LATENT_ENERGY``): the analytic
+    model's [-1, 1] RGB pixels have ``E = 1``, so it gets a quarter of SJC's weight."""
 
     orientation_start: float = 10.0
     orientation_end: float = 1000.0
@@ -178,12 +194,16 @@ class LossConfig:
     emptiness_scale: float = 10.0
     emptiness_step: float = 0.5
     emptiness_multiplier: float = 20.0
+    emptiness_samples: float = 4096 * 277
+    """SJC's normaliser: the number of sample weights its mean runs over (64x64 rays x ~277 samples)."""
 
     def __post_init__(self) -> None:
         for name in ("orientation_start", "orientation_end", "sparsity", "entropy", "emptiness", "emptiness_scale",
                      "emptiness_multiplier"):
             if getattr(self, name) < 0:
                 raise InputError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.emptiness_samples <= 0:
+            raise InputError(f"loss.emptiness_samples must be > 0, got {self.emptiness_samples}")
         if not 0 <= self.emptiness_step <= 1:
             raise InputError(f"loss.emptiness_step is a fraction of the run in [0, 1], got {self.emptiness_step}")
 
@@ -740,7 +760,8 @@ class ObjectPipeline:
             o = r.opacity.clamp(1e-5, 1 - 1e-5)
             loss = loss + cfg.loss.entropy * (-(o * o.log() + (1 - o) * (1 - o).log())).mean()
         if w_empty > 0 and r.emptiness is not None:
-            loss = loss + w_empty * r.emptiness
+            w_empty *= latent_energy(guidance) / SJC_LATENT_ENERGY
+            loss = loss + w_empty * r.emptiness / cfg.loss.emptiness_samples
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
