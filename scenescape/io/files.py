@@ -130,6 +130,18 @@ def read_json(path: PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_file(path: PathLike, what: str) -> Any:
+    """A user's JSON file (``what``: e.g. "camera file"), or an :class:`InputError` that names it: missing,
+    unreadable, or not valid JSON (with the parser's line and column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} '{p}' does not exist")
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise InputError(f"{what} '{p}' is not valid JSON: {e}") from e
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """Torch tensor or array-like -> numpy array (on the CPU, detached)."""
     if hasattr(x, "detach"):
