@@ -199,14 +199,16 @@ CALLS = {"text_to_image": ("text", "t2i", "vae"), "inpainter": ("text", "unet", 
 def held_networks() -> list[str]:
     """The networks alive in this process now (after a gc pass), as component names, one per instance."""
     import gc
+    import warnings
 
     import torch
 
     gc.collect()
     held = []
-    for o in gc.get_objects():
-        if not isinstance(o, torch.nn.Module):
-            continue
+    with warnings.catch_warnings():  # isinstance on some deprecated module objects warns
+        warnings.simplefilter("ignore")
+        objs = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module)]
+    for o in objs:
         name = type(o).__name__
         if name == "UNet2DConditionModel":
             held.append("unet" if o.config.in_channels == 9 else "t2i")

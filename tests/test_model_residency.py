@@ -128,3 +128,26 @@ def test_release_drops_the_weights_and_a_later_call_reloads_them(models):
     gc.collect()
     assert ref() is None and not t2i.loaded
     assert np.array_equal(t2i.generate("a hall", 32, 32, seed=2), a)  # reloaded, same image
+
+
+@pytest.mark.slow
+def test_memory_benchmark_phases_come_from_what_the_pipeline_holds(tmp_path):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("scene_memory", root / "benchmarks" / "scene_memory.py")
+    sm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sm)
+    log = sm.residency("gpu-quality", tmp_path, frames=3, size=32)
+    assert {r["frame"] for r in log} == {0, 1, 2}
+    ph = sm.phases(log)
+    assert sorted(ph["frame 0"]["held"]) == ["depth", "t2i", "text", "vae"]  # no inpainting UNet yet
+    assert sorted(ph["frames >= 1"]["held"]) == ["depth", "text", "unet", "vae"]  # the t2i model is gone
+    assert ph["frame 0"]["calls"] == {"text", "t2i", "vae", "depth"}
+    # composed from per-component rows: a phase counts only the networks alive in it
+    rows = {c: {"weights_mb": w, "peak_mb": w + ws + 100.0, "base_mb": 100.0}
+            for c, w, ws in (("text", 1000, 10), ("unet", 3000, 400), ("t2i", 2900, 300), ("vae", 500, 900),
+                             ("depth", 250, 200))}
+    per, _ = sm.compose(rows, ph)
+    assert per["frame 0"]["peak_mb"] == pytest.approx(100 + 1000 + 2900 + 500 + 250 + 900)
+    assert per["frames >= 1"]["peak_mb"] == pytest.approx(100 + 1000 + 3000 + 500 + 250 + 900)
