@@ -334,23 +334,25 @@ def _child(preset: str, component: str) -> None:
 
 
 def reused_components(preset: str, path: Path = HERE / "RESULTS.md") -> dict[str, dict]:
-    """Per-component numbers of ``preset`` from the latest "Scene memory" section of RESULTS.md."""
+    """Per-component numbers of ``preset`` from the latest "Scene memory" section of RESULTS.md that has them."""
     text = path.read_text(encoding="utf-8")
-    k = text.rfind("## Scene memory: one frame per preset")
-    if k < 0:
-        raise SystemExit("--reuse-results: RESULTS.md has no 'Scene memory' section; measure first")
-    section = text[k:].split("\n## ", 1)[0]
-    out: dict[str, dict] = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0] == preset and cells[1] in COMPONENTS:
-            try:
-                w, peak, ws, sec = (float(c) for c in (cells[2], cells[3], cells[4], cells[5]))
-            except ValueError:
-                continue
-            out[cells[1]] = {"weights_mb": w * 1024, "peak_mb": peak * 1024, "base_mb": (peak - w - ws) * 1024,
-                             "seconds": sec, "reused": section.splitlines()[0][3:]}
-    return out
+    sections = [part.split("\n## ", 1)[0] for part in text.split("## Scene memory: one frame per preset")[1:]]
+    for section in reversed(sections):
+        title = "Scene memory: one frame per preset" + section.splitlines()[0]
+        out: dict[str, dict] = {}
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 6 and cells[0] == preset and cells[1] in COMPONENTS:
+                try:
+                    w, peak, ws = (float(c) for c in cells[2:5])
+                    sec = float(cells[5].split()[0])
+                except (ValueError, IndexError):
+                    continue
+                out[cells[1]] = {"weights_mb": w * 1024, "peak_mb": peak * 1024, "base_mb": (peak - w - ws) * 1024,
+                                 "seconds": sec, "reused": title}
+        if out:
+            return out
+    raise SystemExit(f"--reuse-results: RESULTS.md has no 'Scene memory' rows of {preset}; measure it first")
 
 
 def compose(comps: dict[str, dict], ph: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
