@@ -114,39 +114,3 @@ def test_numba_backend_request_is_checked():
     with pytest.raises(ValueError, match="backend"):
         render_mesh(mesh, _cam(0), backend="embree")
     assert np.isfinite(render_mesh(mesh, _cam(0), backend="numba").depth.numpy()).all()
-
-
-def test_split_ranges_covers_every_face_once_in_balanced_parts():
-    from scenescape.geometry.raster import _split_ranges
-
-    ranges = np.array([[0, 10], [20, 23], [40, 140], [150, 151]], np.int64)
-    want = np.concatenate([np.arange(a, b) for a, b in ranges])
-    for parts in (1, 2, 3, 7, 200):
-        got = _split_ranges(ranges, parts)
-        flat = np.concatenate([np.arange(a, b) for p in got for a, b in p])
-        assert np.array_equal(flat, want), parts  # every face once, in order
-        sizes = [int((p[:, 1] - p[:, 0]).sum()) for p in got]
-        assert max(sizes) - min(sizes) <= 1 or parts == 1, (parts, sizes)
-
-
-def test_threaded_zbuffer_equals_one_thread(monkeypatch):
-    """Face blocks rasterised in threads and merged by (depth, face index) give exactly one thread's buffers,
-    including ties (a duplicated face at the same depth: the lower index wins, whichever block has it)."""
-    import scenescape.geometry.raster as raster
-
-    mesh = _soup(3000, 3)
-    dup = SceneMesh(torch.cat([mesh.vertices]), torch.cat([mesh.faces, mesh.faces.flip(0)]),
-                    mesh.colors)  # every face twice: exact depth ties across the blocks
-    cam = _cam(1, size=96)
-    monkeypatch.setattr(raster, "RASTER_MIN_FACES_PER_THREAD", 1)
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        ref = render_mesh(dup, cam, backend="numba", cull=False)
-        torch.set_num_threads(4)
-        assert raster._raster_threads(dup.num_faces) == 4
-        got = render_mesh(dup, cam, backend="numba", cull=False)
-    finally:
-        torch.set_num_threads(old)
-    assert ref.mask.any()
-    _same(got, ref)

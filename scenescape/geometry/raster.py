@@ -364,46 +364,6 @@ def _raster(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: floa
     return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w), rgb
 
 
-_POOL: Any = None
-RASTER_MIN_FACES_PER_THREAD = 100_000
-"""The compiled z-buffer splits the visible faces over ``torch.get_num_threads()`` threads (at most 8), each
-with at least this many faces; the result is identical to one thread's (the same minimum of
-``(depth, face index)`` per pixel)."""
-
-
-def _raster_threads(n_faces: int) -> int:
-    return max(1, min(torch.get_num_threads(), 8, n_faces // RASTER_MIN_FACES_PER_THREAD))
-
-
-def _pool() -> Any:
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="scenescape-zbuffer")
-    return _POOL
-
-
-def _split_ranges(ranges: Any, parts: int) -> list[Any]:
-    """``ranges`` ``(R, 2)`` int64 half-open face ranges cut into ``parts`` lists of ranges holding about
-    the same number of faces (in order)."""
-    import numpy as np
-
-    if parts <= 1 or ranges.shape[0] == 0:
-        return [ranges]
-    sizes = ranges[:, 1] - ranges[:, 0]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # flattened position of each range's first face
-    total = int(sizes.sum())
-    out = []
-    for k in range(parts):
-        lo, hi = total * k // parts, total * (k + 1) // parts
-        a = np.clip(lo - starts, 0, sizes)
-        b = np.clip(hi - starts, 0, sizes)
-        keep = b > a
-        out.append(np.ascontiguousarray(np.stack([ranges[keep, 0] + a[keep], ranges[keep, 0] + b[keep]], 1)))
-    return [p for p in out if p.shape[0]] or [ranges]
-
-
 def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: float, cull_backfaces: bool,
                   ranges: torch.Tensor | None, colors: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -419,25 +379,9 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
     vn, fn = verts.contiguous().numpy(), faces.contiguous().numpy()
     rn, tn = rot.contiguous().numpy(), t.contiguous().numpy()
     intr = (f32(cam.fx), f32(cam.fy), f32(cam.cx), f32(cam.cy), f32(near))
-    rg = ranges.contiguous().numpy()
-    n_faces = int((rg[:, 1] - rg[:, 0]).sum()) if rg.size else 0
-    parts = _split_ranges(rg, _raster_threads(n_faces))
-
-    def one(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zb = np.full(h * w, np.inf, np.float32)
-        fb = np.full(h * w, -1, np.int64)
-        zbuffer(vn, fn, part, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zb, fb)
-        return zb, fb
-
-    if len(parts) == 1:
-        zbuf, fbuf = one(parts[0])
-    else:  # the compiled loop releases the GIL: face blocks in threads, then the same (depth, face) minimum
-        bufs = list(_pool().map(one, parts))
-        zbuf, fbuf = bufs[0]
-        for zb, fb in bufs[1:]:
-            better = (fb >= 0) & ((fbuf < 0) | (zb < zbuf) | ((zb == zbuf) & (fb < fbuf)))
-            zbuf[better] = zb[better]
-            fbuf[better] = fb[better]
+    zbuf = np.full(h * w, np.inf, np.float32)
+    fbuf = np.full(h * w, -1, np.int64)
+    zbuffer(vn, fn, ranges.contiguous().numpy(), rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf)
     bary = np.zeros((h * w, 3), np.float32)
     depth = np.zeros(h * w, np.float32)
     cn = np.zeros((0, 3), np.float32) if colors is None else colors.float().contiguous().numpy()
