@@ -10,10 +10,10 @@ Model folders are written first (safetensors, loaded by the backends exactly lik
 
 Then, for each preset, a FRESH subprocess runs ``ScenePipeline.from_config(configs/<preset>.yaml)`` with the
 model ids pointed at those folders, ``frames`` frames at ``--size``, and reports the per-frame seconds
-(``SceneResult.frame_times``; frame 0 apart), the stage timings, and on CUDA ``torch.cuda.max_memory_allocated``
+(``SceneResult.frame_times``; frame 0 apart, and frame 1, which loads the inpainter), the stage timings, and on CUDA ``torch.cuda.max_memory_allocated``
 / ``max_memory_reserved``; on the CPU the process's ``ru_maxrss``.
 
-Usage: ``python benchmarks/gpu_presets.py [--tiny] [--size 512] [--frames 3] [--device auto|cuda|cpu]
+Usage: ``python benchmarks/gpu_presets.py [--tiny] [--size 512] [--frames 3] [--device auto|cuda|cpu] [--steps N] [--hold-all]
 [--presets gpu-fast,gpu-quality,scenescape-faithful] [--models DIR] [--json OUT] [--write]``.
 ``benchmarks/gpu.sh`` runs it on a CUDA machine within a time budget.
 """
@@ -128,8 +128,14 @@ def prepare_models(models: Path, presets: list[str], tiny: bool, device: str) ->
     return ids
 
 
-def run_preset(preset: str, ids: dict[str, str], size: int, frames: int, device: str) -> dict:
-    """In this (fresh) process: one preset, ``frames`` frames."""
+def run_preset(preset: str, ids: dict[str, str], size: int, frames: int, device: str, steps: int = 0,
+               hold_all: bool = False) -> dict:
+    """In this (fresh) process: one preset, ``frames`` frames.
+
+    ``steps`` > 0 overrides the diffusion steps (a short CPU check of the memory); ``hold_all`` loads every
+    model before frame 0 and keeps it (what the pipeline did before the diffusers backends loaded on first
+    use and the text-to-image model was released after frame 0), for comparison.
+    """
     import torch
 
     from scenescape.config import load_yaml
@@ -142,14 +148,22 @@ def run_preset(preset: str, ids: dict[str, str], size: int, frames: int, device:
         mid = (sec.get("options") or {}).get("model")
         if sec.get("name") and mid in ids:
             over.append(f"{section}.options.model={ids[mid]}")
+            if steps > 0 and section != "depth":
+                over.append(f"{section}.options.steps={steps}")
     cuda = device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     pipe = ScenePipeline.from_config(ROOT / "configs" / f"{preset}.yaml", over)
+    if hold_all:
+        for b in (pipe.text_to_image, pipe.inpainter):
+            if b is not None and hasattr(b, "release"):
+                b.pipe  # noqa: B018 - loads the weights now
+                b.release = lambda: None
     t_build = time.perf_counter() - t0
     res = pipe.run(prompt="a cave with glowing crystals", progress=False)
-    out = {"preset": preset, "size": size, "frames": frames, "device": device, "build_s": t_build,
+    out = {"preset": preset, "size": size, "frames": frames, "device": device, "build_s": t_build, "steps": steps,
+           "hold_all": hold_all,
            "frame_times": [float(t) for t in res.frame_times], "timings": {k: float(v) for k, v in res.timings.items()},
            "faces": int(res.mesh.num_faces)}
     if cuda:
@@ -170,6 +184,9 @@ def main() -> None:
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--models", default=str(ROOT / "benchmarks" / "out" / "models"))
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per preset")
+    ap.add_argument("--steps", type=int, default=0, help="diffusion steps (0: the presets' own)")
+    ap.add_argument("--hold-all", action="store_true",
+                    help="load every model up front and keep it (the behaviour before lazy loading), to compare")
     ap.add_argument("--json", default="")
     ap.add_argument("--write", action="store_true", help="append a section to benchmarks/RESULTS.md")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -180,7 +197,8 @@ def main() -> None:
     presets = args.presets.split(",")
     if args.child:
         ids = json.loads(os.environ["GPU_PRESETS_IDS"])
-        print("RESULT " + json.dumps(run_preset(args.child, ids, args.size, args.frames, device)), flush=True)
+        print("RESULT " + json.dumps(run_preset(args.child, ids, args.size, args.frames, device, args.steps,
+                                                 args.hold_all)), flush=True)
         return
     t0 = time.perf_counter()
     ids = prepare_models(Path(args.models) / ("tiny" if args.tiny else "real"), presets, args.tiny, device)
@@ -188,7 +206,7 @@ def main() -> None:
     results = []
     for preset in presets:
         cmd = [sys.executable, __file__, "--child", preset, "--size", str(args.size), "--frames", str(args.frames),
-               "--device", device]
+               "--device", device, "--steps", str(args.steps)] + (["--hold-all"] if args.hold_all else [])
         env = dict(os.environ, GPU_PRESETS_IDS=json.dumps(ids))
         t1 = time.perf_counter()
         try:
@@ -201,17 +219,20 @@ def main() -> None:
         r["wall_s"] = time.perf_counter() - t1
         results.append(r)
         print(json.dumps(r), flush=True)
-    lines = [f"| preset | s/frame (frames 1..{args.frames - 1}) | frame 0 s | peak memory (GB) | wall s (incl. load) |",
-             "|---|---:|---:|---:|---:|"]
+    # the diffusion inpainter loads on its first call (frame 1): steady s/frame from frame 2 when there is one
+    first = 2 if args.frames > 2 else 1
+    lines = [f"| preset | s/frame (frames {first}..{args.frames - 1}) | frame 0 s | frame 1 s (loads the inpainter) | "
+             "peak memory (GB) | wall s (incl. load) |", "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['preset']} | {r['error']} | | | {r['wall_s']:.0f} |")
+            lines.append(f"| {r['preset']} | {r['error']} | | | | {r['wall_s']:.0f} |")
             continue
         ft = r["frame_times"]
-        steady = sum(ft[1:]) / max(1, len(ft) - 1)
+        steady = sum(ft[first:]) / max(1, len(ft) - first)
         mem = (f"{r['cuda_max_allocated_gb']:.2f} allocated / {r['cuda_max_reserved_gb']:.2f} reserved (CUDA)"
                if "cuda_max_allocated_gb" in r else f"{r['max_rss_gb']:.2f} (process RSS)")
-        lines.append(f"| {r['preset']} | {steady:.2f} | {ft[0]:.2f} | {mem} | {r['wall_s']:.0f} |")
+        f1 = f"{ft[1]:.2f}" if len(ft) > 1 else "-"
+        lines.append(f"| {r['preset']} | {steady:.2f} | {ft[0]:.2f} | {f1} | {mem} | {r['wall_s']:.0f} |")
     total = time.perf_counter() - t0
     print("\n".join(lines))
     print(f"models {t_models:.0f} s, total {total:.0f} s")
@@ -224,7 +245,8 @@ def main() -> None:
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
         section = "\n".join(["", f"## Presets end to end: {kind}, {args.size}x{args.size}, {args.frames} frames ({when})",
                              "", f"`python benchmarks/gpu_presets.py{' --tiny' if args.tiny else ''} --size {args.size} "
-                             f"--frames {args.frames} --device {device}` -- ScenePipeline.from_config(preset) on {dev} "
+                             f"--frames {args.frames} --device {device}{f' --steps {args.steps}' if args.steps else ''}"
+                             f"{' --hold-all' if args.hold_all else ''}` -- ScenePipeline.from_config(preset) on {dev} "
                              f"({platform.machine()}, {os.cpu_count()} cores, load average {load} at the end); model "
                              f"folders written in {t_models:.0f} s; total {total:.0f} s.", "", *lines, ""])
         with open(HERE / "RESULTS.md", "a", encoding="utf-8") as fh:

@@ -270,6 +270,43 @@ def chromium_view(run: Path, object_run: Path | None) -> dict:
     return res
 
 
+def raycast_coverage(run: Path) -> dict:
+    """open3d ray casting of ``mesh.ply`` at every camera of ``cameras.json`` (read as documented: OpenCV
+    camera axes in the run's Z-up world, pixel centres at +0.5): coverage and PSNR against the frames."""
+    import open3d as o3d
+
+    from scenescape.io import load_image
+
+    data = json.loads((run / "cameras.json").read_text())
+    mesh = o3d.io.read_triangle_mesh(str(run / "mesh.ply"))
+    v, f = np.asarray(mesh.vertices, np.float32), np.asarray(mesh.triangles, np.uint32)
+    col = np.asarray(mesh.vertex_colors, np.float64)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(f))
+    cov, ps = [], []
+    for k, cam in enumerate(data["cameras"]):
+        w2c = np.asarray(cam["world_to_camera"], np.float64)
+        r, tv = w2c[:3, :3], w2c[:3, 3]
+        w, h = int(cam["width"]), int(cam["height"])
+        ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+        d = np.stack([(xs - cam["cx"]) / cam["fx"], (ys - cam["cy"]) / cam["fy"], np.ones_like(xs)], -1)
+        d = d.reshape(-1, 3) @ r
+        o = np.broadcast_to(-r.T @ tv, d.shape)
+        ans = scene.cast_rays(o3d.core.Tensor(np.concatenate([o, d], 1).astype(np.float32)))
+        hit = np.isfinite(ans["t_hit"].numpy())
+        prim = ans["primitive_ids"].numpy().astype(np.int64)[hit]
+        uv = ans["primitive_uvs"].numpy().astype(np.float64)[hit]
+        tri = f[prim].astype(np.int64)
+        c = (1 - uv[:, :1] - uv[:, 1:]) * col[tri[:, 0]] + uv[:, :1] * col[tri[:, 1]] + uv[:, 1:] * col[tri[:, 2]]
+        frame = load_image(run / "frames" / f"{k:04d}.png").reshape(-1, 3)[hit]
+        cov.append(float(hit.mean()))
+        ps.append(psnr(c, frame))
+    worst = int(np.argmin(cov))
+    return {"cameras": len(cov), "coverage_min": round(min(cov), 4), "coverage_min_camera": worst,
+            "coverage_median": round(float(np.median(cov)), 4), "psnr_min_db": round(min(ps), 2),
+            "psnr_median_db": round(float(np.median(ps)), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=None, help="scene run folder (default: a fresh demo run)")
@@ -279,13 +316,28 @@ def main() -> None:
     ap.add_argument("--blender-python", default=None)
     ap.add_argument("--nerfstudio-python", default=None)
     ap.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
+    ap.add_argument("--only-raycast", action="store_true",
+                    help="only the open3d ray-cast coverage / PSNR at every camera (no npm, Blender, nerfstudio)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     run = a.run or make_scene_run(OUT / "demo", a.frames, a.size)
+    t = time.time()
+    if a.only_raycast:
+        report = {"raycast": raycast_coverage(run), "seconds": round(time.time() - t, 1)}
+        print(json.dumps(report, indent=2))
+        if not a.no_results:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            with open(ROOT / "benchmarks" / "RESULTS.md", "a") as fh:
+                fh.write(f"\n## Interop: open3d ray casting at every camera of cameras.json ({when})\n\n"
+                         f"`python benchmarks/interop.py --only-raycast --frames {a.frames} --size {a.size}` on "
+                         f"{platform.machine()} {platform.system()} (run `{run.name}`): mesh.ply read by open3d, "
+                         "rays through pixel centres as cameras.json documents. "
+                         + json.dumps(report["raycast"]) + "\n")
+        return
     object_glb = (a.object_run / "mesh.glb") if a.object_run and (a.object_run / "mesh.glb").is_file() \
         else make_object_glb(OUT / "object.glb")
-    t = time.time()
     report = {
+        "raycast": raycast_coverage(run),
         "validator": validator([run / "mesh.glb", object_glb]),
         "blender": blender(run, a.blender_python),
         "nerfstudio": nerfstudio(run, a.nerfstudio_python),
@@ -305,6 +357,7 @@ def main() -> None:
         lines.append(f"- gltf-validator {v.get('version', '?')} on `{Path(g).name}` ({Path(g).parent.name}): "
                      f"{v.get('errors')} errors, {v.get('warnings')} warnings, {v.get('infos')} infos, "
                      f"{v.get('hints')} hints" + (f" ({v['error']})" if "error" in v else ""))
+    lines.append("- open3d ray casting at every camera: " + json.dumps(report["raycast"]))
     lines.append("- Blender: " + json.dumps(report["blender"]))
     lines.append("- nerfstudio: " + json.dumps(report["nerfstudio"]))
     lines.append("- Chromium `scenescape view`: " + json.dumps(report["chromium"]))

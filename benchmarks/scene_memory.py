@@ -12,24 +12,30 @@ never hides another's and a runaway allocation fails there instead of taking the
 * ``vae``: encode + decode of the canvas, and with decoder finetuning one Adam step of the decoder
   (forward + backward at the canvas size);
 * ``depth``: the depth model's forward at its input size, and with depth finetuning one Adam step;
-* text-to-image (presets with a text-to-image first frame): its UNet's weights are resident during the run
-  (used at frame 0 only); the SD-2.1-base UNet is the inpainting UNet's architecture with 4 input channels
-  instead of 9, so the inpainting UNet's weights are counted once more (the ``t2i`` component measures
-  them on its own when asked);
+* ``t2i`` (presets with a text-to-image first frame): the SD-2.1-base UNet (the inpainting UNet's
+  architecture with 4 input channels instead of 9) and one denoising step at the first frame's size; its
+  text encoder and VAE are the inpainting pipeline's architectures (the ``text`` and ``vae`` rows);
 * ``geometry``: the preset's geometry for one 512x512 frame (render at the preset's supersampling,
   masks, alignment with seam correction, extend) on a mesh of about 1M faces, with the oracle backends.
 
-A frame's peak is composed as ``base + sum(weights of every resident model) + max(component working set)``
-(the models of a frame are loaded together and called one after another; working set = the component's
-peak minus its weights), reported next to the components. Geometry is reported apart.
+Which models are resident in which phase is not assumed: :func:`residency` runs the real
+:class:`~scenescape.pipelines.scene.ScenePipeline` built from the preset (every model replaced by a tiny
+random-weight one of the same kind, ``scenescape.testing``) for three frames and, at every backend call,
+lists the networks alive in the process (``gc``). A phase's peak is then composed as
+``base + sum(weights of every network alive in it) + max(working set of the components called in it)``
+(working set = the component's peak minus its weights); the frame peak is the larger phase (frame 0: the
+text-to-image model + depth; frames >= 1: the inpainter + depth). Geometry is reported apart.
+``--reuse-results`` takes the per-component numbers of the latest "Scene memory" section of RESULTS.md
+instead of measuring them again (the sizes of the components only change with the architectures).
 
 Usage: ``python benchmarks/scene_memory.py [--presets gpu-fast,gpu-quality,scenescape-faithful]
-[--components text,unet,vae,depth,t2i,geometry] [--limit-gb 14] [--no-write]``.
+[--components text,unet,vae,depth,t2i,geometry] [--limit-gb 14] [--reuse-results] [--no-write]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -43,7 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 COMPONENTS = ("text", "unet", "vae", "depth", "geometry", "t2i")
-DEFAULT_COMPONENTS = ("text", "unet", "vae", "depth", "geometry")
+DEFAULT_COMPONENTS = ("text", "unet", "vae", "depth", "t2i", "geometry")
 
 
 def _rss_mb() -> float:
@@ -75,8 +81,17 @@ def preset_plan(name: str) -> dict:
     canvas = -(-(cfg.width + 2 * inp.outpaint_border) // 8) * 8
     return {"canvas": canvas, "batch": 2 if inp.guidance > 1 else 1, "decoder_ft": inp.decoder_finetune_steps,
             "depth_arch": arch, "depth_size": dsize, "depth_ft": dep.finetune_steps,
-            "t2i": bool(cfg.text_to_image.name), "supersample": cfg.mask.supersample,
+            "t2i": bool(cfg.text_to_image.name), "t2i_batch": _t2i_batch(cfg), "supersample": cfg.mask.supersample,
             "border_fix": cfg.mask.border_fix, "width": cfg.width, "height": cfg.height}
+
+
+def _t2i_batch(cfg) -> int:
+    if not cfg.text_to_image.name:
+        return 0
+    from scenescape.backends.t2i.diffusers import DiffusersTextToImage
+    from scenescape.config import from_dict
+
+    return 2 if from_dict(DiffusersTextToImage.Config, cfg.text_to_image.options).guidance > 1 else 1
 
 
 def run_component(component: str, plan: dict) -> dict:
@@ -106,11 +121,11 @@ def run_component(component: str, plan: dict) -> dict:
         ucfg = dict(fc.UNET_SD2, in_channels=9 if component == "unet" else 4)
         model = UNet2DConditionModel(**ucfg).eval()
         weights = _rss_mb()
-        if component == "unet":
-            lat = plan["canvas"] // 8
-            with torch.no_grad():
-                model(torch.randn(plan["batch"], 9, lat, lat), torch.tensor([500] * plan["batch"]),
-                      encoder_hidden_states=torch.randn(plan["batch"], 77, 1024))
+        # one denoising step: the inpainter's on its canvas, the text-to-image model's at the frame size
+        ch, lh, lw, b = ((9, plan["canvas"] // 8, plan["canvas"] // 8, plan["batch"]) if component == "unet" else
+                         (4, plan["height"] // 8, plan["width"] // 8, plan["t2i_batch"]))
+        with torch.no_grad():
+            model(torch.randn(b, ch, lh, lw), torch.tensor([500] * b), encoder_hidden_states=torch.randn(b, 77, 1024))
     elif component == "vae":
         from diffusers import AutoencoderKL
 
@@ -176,6 +191,121 @@ def _geometry_frame(plan: dict) -> None:
                           prev_cam=cams[1], prev_depth=prev_depth, frame=2)
 
 
+# the real backends' roles -> the components whose working sets a call of that backend reaches
+CALLS = {"text_to_image": ("text", "t2i", "vae"), "inpainter": ("text", "unet", "vae"), "depth": ("depth",),
+         "first_depth": ("depth",)}
+
+
+def held_networks() -> list[str]:
+    """The networks alive in this process now (after a gc pass), as component names, one per instance."""
+    import gc
+    import warnings
+
+    import torch
+
+    gc.collect()
+    held = []
+    with warnings.catch_warnings():  # isinstance on some deprecated module objects warns
+        warnings.simplefilter("ignore")
+        objs = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module)]
+    for o in objs:
+        name = type(o).__name__
+        if name == "UNet2DConditionModel":
+            held.append("unet" if o.config.in_channels == 9 else "t2i")
+        elif name == "AutoencoderKL":
+            held.append("vae")
+        elif name == "CLIPTextModel":
+            held.append("text")
+        elif name.endswith("ForDepthEstimation"):
+            held.append("depth")
+        elif name == "CLIPModel":
+            held.append("clip")
+    return sorted(held)
+
+
+def residency(preset: str, folder: str | os.PathLike, frames: int = 3, size: int = 64) -> list[dict]:
+    """Run preset ``preset`` through the real scene pipeline with tiny models of the same kinds.
+
+    Returns one record per backend call: ``{"frame", "role", "held": [component, ...]}`` where ``held``
+    lists every network alive in the process at the call (:func:`held_networks`). The tiny models are
+    saved under ``folder``; the preset's options are kept except for the model ids, one diffusion step,
+    at most one finetuning step, the size (``size`` px) and the CPU.
+    """
+    from scenescape.backends.base import BackendConfig
+    from scenescape.config import load_config
+    from scenescape.pipelines.scene import SceneConfig, ScenePipeline
+    from scenescape.testing import make_tiny_clip, make_tiny_depth, make_tiny_sd
+
+    try:  # no progress bars from the tiny loads
+        from diffusers.utils import logging as dlog
+
+        dlog.disable_progress_bar()
+    except ImportError:
+        pass
+    folder = Path(folder)
+    cfg = load_config(SceneConfig, ROOT / "configs" / f"{preset}.yaml")
+
+    def tiny(section: BackendConfig, model: str, **caps: int) -> BackendConfig:
+        if section.name not in ("diffusers", "transformers"):
+            return section
+        opts = dict(section.options, model=model, device="cpu", dtype="fp32") if section.name == "diffusers" else \
+            dict(section.options, model=model, device="cpu")
+        for k, cap in caps.items():
+            if k in opts or k == "steps":
+                opts[k] = min(int(opts.get(k, cap)), cap)
+        return BackendConfig(section.name, opts)
+
+    depth_kind = "dpt" if "dpt" in str(cfg.depth.options.get("model", "")).lower() else "depth_anything"
+    clip = make_tiny_clip(folder / "clip") if cfg.inpainter.clip else ""
+    cfg.text_to_image = tiny(cfg.text_to_image, make_tiny_sd(folder / "t2i"), steps=1)
+    cfg.inpainter = dataclasses.replace(
+        cfg.inpainter, **vars(tiny(cfg.inpainter, make_tiny_sd(folder / "inp", inpainting=True), steps=1,
+                                   decoder_finetune_steps=1)), clip=clip)
+    cfg.depth = tiny(cfg.depth, make_tiny_depth(folder / "depth", kind=depth_kind), finetune_steps=1)
+    if cfg.first_depth.name:
+        cfg.first_depth = tiny(cfg.first_depth, make_tiny_depth(folder / "depth1", kind=depth_kind), finetune_steps=1)
+    cfg = dataclasses.replace(cfg, width=size, height=size, focal=cfg.focal * size / cfg.width, frames=frames,
+                              device="cpu", seed=0)
+    pipe = ScenePipeline.from_config(cfg)
+    log: list[dict] = []
+    state = {"frame": 0}
+    for role, meth in (("text_to_image", "generate"), ("inpainter", "inpaint"), ("inpainter", "generate"),
+                       ("depth", "estimate"), ("first_depth", "estimate")):
+        obj = getattr(pipe, role)
+        if obj is None or not hasattr(obj, meth):
+            continue
+
+        def wrapped(*a, _f=getattr(obj, meth), _role=role, **k):
+            out = _f(*a, **k)  # the networks a call loads are alive at its end (and held through it)
+            log.append({"frame": state["frame"], "role": _role, "held": held_networks()})
+            return out
+
+        setattr(obj, meth, wrapped)
+
+    def on_frame(i: int, _s: float) -> None:
+        state["frame"] = i + 1
+
+    pipe.run(cfg.prompt or "a room", progress=False, on_frame=on_frame)
+    return log
+
+
+def phases(log: list[dict]) -> dict[str, dict]:
+    """Per phase (``frame 0``, ``frames >= 1``): the most networks alive at once, and the components called."""
+    out: dict[str, dict] = {}
+    for rec in log:
+        key = "frame 0" if rec["frame"] == 0 else "frames >= 1"
+        ph = out.setdefault(key, {"held": [], "calls": set()})
+        if sum(_w(c) for c in rec["held"]) >= sum(_w(c) for c in ph["held"]):
+            ph["held"] = rec["held"]
+        ph["calls"].update(CALLS[rec["role"]])
+    return out
+
+
+def _w(component: str) -> float:
+    """A rough size order, only to pick the heaviest set of networks of a phase."""
+    return {"unet": 3.4, "t2i": 3.4, "text": 1.4, "vae": 0.5, "depth": 0.3, "clip": 1.7}.get(component, 0.0)
+
+
 def measure(preset: str, component: str, limit_gb: float, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", preset, component]
     env = dict(os.environ, SCENE_MEMORY_LIMIT_GB=str(limit_gb))
@@ -203,6 +333,53 @@ def _child(preset: str, component: str) -> None:
     print(json.dumps({**run_component(component, plan), "plan": plan}))
 
 
+def reused_components(preset: str, path: Path = HERE / "RESULTS.md") -> dict[str, dict]:
+    """Per-component numbers of ``preset`` from the latest "Scene memory" section of RESULTS.md that has them."""
+    text = path.read_text(encoding="utf-8")
+    sections = [part.split("\n## ", 1)[0] for part in text.split("## Scene memory: one frame per preset")[1:]]
+    for section in reversed(sections):
+        title = "Scene memory: one frame per preset" + section.splitlines()[0]
+        out: dict[str, dict] = {}
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 6 and cells[0] == preset and cells[1] in COMPONENTS:
+                try:
+                    w, peak, ws = (float(c) for c in cells[2:5])
+                    sec = float(cells[5].split()[0])
+                except (ValueError, IndexError):
+                    continue
+                out[cells[1]] = {"weights_mb": w * 1024, "peak_mb": peak * 1024, "base_mb": (peak - w - ws) * 1024,
+                                 "seconds": sec, "reused": title}
+        if out:
+            return out
+    raise SystemExit(f"--reuse-results: RESULTS.md has no 'Scene memory' rows of {preset}; measure it first")
+
+
+def compose(comps: dict[str, dict], ph: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
+    """Each phase's peak from the components' numbers and what the pipeline held and called in it.
+
+    Returns ``({phase: {"peak_mb", "held", "largest"}}, notes)``. A network with no measured row is an
+    error (the phase is marked incomplete), except the text-to-image UNet, which falls back on the
+    inpainting UNet's row (same architecture, 4 input channels instead of 9) with a note.
+    """
+    notes: list[str] = []
+    rows = dict(comps)
+    if "t2i" not in rows and "unet" in rows and any("t2i" in p["held"] for p in ph.values()):
+        rows["t2i"] = rows["unet"]
+        notes.append("t2i: no row of its own; the inpainting UNet's weights and working set are used")
+    out = {}
+    for name, p in ph.items():
+        missing = sorted({c for c in p["held"] + sorted(p["calls"]) if c not in rows or "error" in rows[c]})
+        base = max((rows[c]["base_mb"] for c in p["calls"] if c in rows and "error" not in rows[c]), default=0.0)
+        weights = sum(rows[c]["weights_mb"] for c in p["held"] if c in rows and "error" not in rows[c])
+        work = {c: rows[c]["peak_mb"] - rows[c]["base_mb"] - rows[c]["weights_mb"]
+                for c in p["calls"] if c in rows and "error" not in rows[c]}
+        largest = max(work, key=work.get) if work else None
+        out[name] = {"peak_mb": base + weights + (work[largest] if largest else 0.0), "held": p["held"],
+                     "largest": largest, "missing": missing}
+    return out, notes
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         _child(sys.argv[2], sys.argv[3])
@@ -212,16 +389,29 @@ def main() -> None:
     ap.add_argument("--components", default=",".join(DEFAULT_COMPONENTS))
     ap.add_argument("--limit-gb", type=float, default=14.0, help="address-space limit of each child process")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per component")
+    ap.add_argument("--reuse-results", action="store_true",
+                    help="take the components' numbers from the latest Scene memory section of RESULTS.md; "
+                         "measure only the residency and the components missing there")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    import tempfile
+
     load0 = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     results: dict[str, dict[str, dict]] = {}
     cache: dict[tuple, dict] = {}
     plan_of: dict[str, dict] = {}
+    phase_of: dict[str, dict] = {}
     for preset in args.presets.split(","):
         plan = plan_of[preset] = preset_plan(preset)
+        with tempfile.TemporaryDirectory(prefix="scene-memory-") as tmp:
+            phase_of[preset] = phases(residency(preset, tmp))
+        print(preset, {k: (v["held"], sorted(v["calls"])) for k, v in phase_of[preset].items()}, flush=True)
+        reused = reused_components(preset) if args.reuse_results else {}
         results[preset] = {}
         for comp in args.components.split(","):
+            if comp in reused:
+                results[preset][comp] = reused[comp]
+                continue
             # components with the same inputs measure the same thing: run once
             key = (comp, json.dumps({k: plan[k] for k in _deps(comp)}, sort_keys=True))
             if key not in cache:
@@ -230,49 +420,60 @@ def main() -> None:
             results[preset][comp] = cache[key]
     lines = ["| preset | component | weights (GB) | peak of its process (GB) | working set (GB) | s |",
              "|---|---|---:|---:|---:|---:|"]
-    summary = ["| preset | models: base + all weights + largest working set (GB) | geometry peak (GB) |",
-               "|---|---:|---:|"]
+    summary = ["| preset | frame 0: networks alive, largest working set | GB | frames >= 1: networks alive, "
+               "largest working set | GB | frame peak (GB) | geometry peak (GB) |",
+               "|---|---|---:|---|---:|---:|---:|"]
+    notes_all: list[str] = []
     for preset, comps in results.items():
-        base = weights = work = 0.0
-        complete = True
         for comp, r in comps.items():
             if r.get("skipped"):
                 continue
             if "error" in r:
                 lines.append(f"| {preset} | {comp} | - | - | - | {r['error']} |")
-                complete &= comp == "geometry"
                 continue
             ws = r["peak_mb"] - r["base_mb"] - r["weights_mb"]
+            src = " (reused)" if r.get("reused") else ""
             lines.append(f"| {preset} | {comp} | {r['weights_mb'] / 1024:.2f} | {r['peak_mb'] / 1024:.2f} | "
-                         f"{ws / 1024:.2f} | {r['seconds']:.0f} |")
-            if comp != "geometry":
-                base = max(base, r["base_mb"])
-                weights += r["weights_mb"]
-                work = max(work, ws)
-        if plan_of[preset]["t2i"] and "t2i" not in comps and "weights_mb" in comps.get("unet", {}):
-            weights += comps["unet"]["weights_mb"]  # the text-to-image UNet: same size, resident
-            lines.append(f"| {preset} | t2i (= unet weights) | {comps['unet']['weights_mb'] / 1024:.2f} | - | - | - |")
+                         f"{ws / 1024:.2f} | {r['seconds']:.0f}{src} |")
+            if r.get("reused") and r["reused"] not in notes_all:
+                notes_all.append(r["reused"])
+        models = {k: v for k, v in comps.items() if k != "geometry"}
+        per, notes = compose(models, phase_of[preset])
+        notes_all += [f"{preset}: {n}" for n in notes]
+        cells = []
+        for name in ("frame 0", "frames >= 1"):
+            p = per.get(name)
+            if p is None:
+                cells += ["-", "-"]
+                continue
+            inc = f" (incomplete: {', '.join(p['missing'])})" if p["missing"] else ""
+            cells += [f"{' + '.join(p['held'])}; {p['largest']}", f"{p['peak_mb'] / 1024:.2f}{inc}"]
+        peak = max((p["peak_mb"] for p in per.values()), default=float("nan"))
         geo = comps.get("geometry", {})
         gtxt = f"{geo['peak_mb'] / 1024:.2f}" if "peak_mb" in geo else "n/a"
-        mtxt = f"{(base + weights + work) / 1024:.2f}" + ("" if complete else " (incomplete)")
-        summary.append(f"| {preset} | {mtxt} | {gtxt} |")
-    print("\n".join(summary + [""] + lines))
+        summary.append(f"| {preset} | {' | '.join(cells)} | {peak / 1024:.2f} | {gtxt} |")
+    note_lines = [f"* {n}" for n in notes_all]
+    if any(r.get("reused") for c in results.values() for r in c.values()):
+        note_lines.insert(0, "* rows marked (reused) are taken from the section named here (same architectures):")
+    print("\n".join(summary + [""] + lines + [""] + note_lines))
     if not args.no_write:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        flags = " --reuse-results" if args.reuse_results else ""
         section = "\n".join([
             "", f"## Scene memory: one frame per preset, real-size fp32 models on the CPU ({when})", "",
-            f"`python benchmarks/scene_memory.py --presets {args.presets} --components {args.components}` -- "
+            f"`python benchmarks/scene_memory.py --presets {args.presets} --components {args.components}{flags}` -- "
             f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, load average {load0} at start; each "
-            "component in a fresh subprocess (ru_maxrss), random weights, float32. A frame's model peak = base + all "
-            "weights + the largest working set (the models are resident together and called in turn).", "",
-            *summary, "", *lines, ""])
+            "component in a fresh subprocess (ru_maxrss), random weights, float32. The networks alive per phase are "
+            "those the real scene pipeline held (tiny models of the same kinds, 3 frames, gc); a phase's peak = "
+            "base + their weights + the largest working set of the components it called.", "",
+            *summary, "", *lines, "", *note_lines, ""])
         with open(HERE / "RESULTS.md", "a", encoding="utf-8") as fh:
             fh.write(section)
 
 
 def _deps(comp: str) -> tuple[str, ...]:
     return {"text": ("batch",), "unet": ("canvas", "batch"), "vae": ("canvas", "decoder_ft"),
-            "depth": ("depth_arch", "depth_size", "depth_ft"), "t2i": ("t2i",),
+            "depth": ("depth_arch", "depth_size", "depth_ft"), "t2i": ("t2i", "t2i_batch", "width", "height"),
             "geometry": ("supersample", "border_fix", "width")}[comp]
 
 

@@ -283,3 +283,26 @@ def test_reference_loss_terms_normals_and_depth(tmp_path):
     loss.backward()
     assert {"ref_image", "ref_mask", "ref_normal_smooth", "ref_depth"} <= set(stats)
     assert all(p.grad is not None for p in fld.parameters() if p.requires_grad)
+
+
+def test_photo_with_exif_orientation_and_alpha_comes_out_upright_with_its_mask(tmp_path):
+    """A phone photo (EXIF orientation 6: the stored pixels are rotated) with an alpha mask: RGB and alpha
+    are both turned upright, as scene mode's reader turns them."""
+    from PIL import Image
+
+    from scenescape.io import load_image
+    from scenescape.pipelines.object.image import load_rgba
+
+    h, w = 6, 10
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 0] = np.arange(w, dtype=np.uint8)[None] * 20  # red ramps to the right
+    rgba[:2, :3, 3] = 255  # opaque top-left corner of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "p.png", exif=exif)
+    rgb, alpha = load_rgba(tmp_path / "p.png")
+    assert rgb.shape == (w, h, 3) and alpha.shape == (w, h)  # upright: the stored image turned 90 degrees
+    upright = np.rot90(rgba, k=-1)  # what a viewer shows for orientation 6
+    assert np.allclose(alpha, upright[..., 3] / 255.0)
+    assert np.allclose(rgb[..., 0], upright[..., 0] / 255.0, atol=1 / 255)
+    assert np.allclose(rgb, load_image(tmp_path / "p.png"), atol=1e-6)  # the same reader as scene mode

@@ -58,6 +58,10 @@ class TextToImage(Protocol):
         """A ``(height, width, 3)`` image in [0, 1] for ``prompt``, deterministic for a given seed."""
         ...
 
+    # Optional: ``release() -> None`` drops the backend's weights (a later ``generate`` may load them again).
+    # The scene pipeline calls it once the first frame is made, so a text-to-image model is held for frame
+    # 0 only; a backend without it keeps what it holds.
+
 
 @dataclasses.dataclass
 class BackendConfig:

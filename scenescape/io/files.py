@@ -130,6 +130,18 @@ def read_json(path: PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_file(path: PathLike, what: str) -> Any:
+    """A user's JSON file (``what``: e.g. "camera file"), or an :class:`InputError` that names it: missing,
+    unreadable, or not valid JSON (with the parser's line and column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} '{p}' does not exist")
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise InputError(f"{what} '{p}' is not valid JSON: {e}") from e
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """Torch tensor or array-like -> numpy array (on the CPU, detached)."""
     if hasattr(x, "detach"):
@@ -227,6 +239,45 @@ def _pil_to_float(im: Any, p: Path) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3], dtype=np.float32)
 
 
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _read_image(p: Path, keep_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(rgb (H, W, 3) float32 in [0, 1], alpha (H, W) float32 in [0, 1] or None)`` of an image file, the
+    EXIF orientation applied; alpha only with ``keep_alpha`` (else it is dropped with a warning)."""
+    import warnings
+
+    if not p.is_file():
+        raise InputError(f"image '{p}' does not exist (check the --image path)")
+    try:
+        from PIL import Image, ImageOps
+
+        with Image.open(p) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            alpha = None
+            if keep_alpha and (im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)):
+                rgba = im.convert("RGBA") if im.mode in ("P", "PA") else im
+                alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+                with warnings.catch_warnings():  # the alpha is kept, not dropped
+                    warnings.simplefilter("ignore")
+                    a = _pil_to_float(rgba, p)
+            else:
+                a = _pil_to_float(im, p)
+    except InputError:
+        raise
+    except Exception as e:  # PIL raises many kinds of errors for bad files
+        raise InputError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
+    return a, (None if alpha is None else np.ascontiguousarray(alpha))
+
+
+def load_image_alpha(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image file as ``(rgb, alpha)``: ``rgb`` float32 ``(H, W, 3)`` in [0, 1] read as :func:`load_image`
+    reads it (EXIF orientation, every PIL mode), ``alpha`` float32 ``(H, W)`` in [0, 1], or None when the
+    file has no alpha channel (image to object takes its mask from it)."""
+    return _read_image(Path(path), keep_alpha=True)
+
+
 def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image file as float32 ``(H, W, 3)`` in [0, 1].
 
@@ -240,19 +291,7 @@ def load_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarra
     import warnings
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image '{p}' does not exist (check the --image path)")
-    try:
-        from PIL import Image, ImageOps
-
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            a = _pil_to_float(im, p)
-    except InputError:
-        raise
-    except Exception as e:  # PIL raises many kinds of errors for bad files
-        raise InputError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
+    a, _ = _read_image(p, keep_alpha=False)
     if size is not None and (a.shape[1], a.shape[0]) != tuple(size):
         h, w = a.shape[:2]
         x0, y0, cw, ch = center_crop_box(w, h, *size)

@@ -14,7 +14,7 @@ import torch
 from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.rotations import camera_to_world
-from scenescape.io.files import read_json
+from scenescape.io.files import read_json_file
 
 # nerfstudio's dataparser multiplies depth files by depth_unit_scale_factor, default 1e-3 (millimetres to metres:
 # nerfstudio_dataparser.py NerfstudioDataParserConfig.depth_unit_scale_factor; data_utils.get_depth_image_from_path
@@ -62,13 +62,7 @@ def cameras_from_nerfstudio_path(data: Any, width: int | None = None, height: in
     principal point is the image centre, as nerfstudio renders them.
     """
     if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.is_file():
-            raise InputError(f"camera path file '{path}' does not exist")
-        try:
-            data = read_json(path)
-        except ValueError as e:
-            raise InputError(f"camera path file '{path}' is not valid JSON: {e}") from e
+        data = read_json_file(data, "camera path file")
     if not isinstance(data, dict) or not isinstance(data.get("camera_path"), list) or not data["camera_path"]:
         raise InputError("a nerfstudio camera path needs a non-empty 'camera_path' list")
     ctype = str(data.get("camera_type", "perspective")).lower()

@@ -13,6 +13,11 @@ pipeline uses ``scenescape.backends.seed_for_frame(run_seed, frame, stream)`` --
 n-th call of this object uses ``seed_for_frame(config.seed, n)``, so a fresh object reproduces the
 same sequence. Noise is drawn by a CPU generator, so a seed gives the same noise on every device.
 
+Weights load on the first call (:attr:`DiffusersInpainter.pipe`), not at construction, which only checks
+that the model is present (a missing or incomplete one is a :class:`~scenescape.errors.ModelNotFoundError`
+there); :meth:`~DiffusersInpainter.release` drops them again. A scene run so holds the inpainter from
+frame 1 on, and the text-to-image model only for frame 0.
+
 Known pixels come back exactly: the returned image equals the input wherever ``mask`` is False
 (the decoded diffusion output is composited into the masked pixels only).
 """
@@ -28,7 +33,7 @@ import numpy as np
 
 from scenescape.backends.base import seed_for_frame
 from scenescape.backends.finetune import FinetuneHistory, WeightSnapshot, finetune_decoder
-from scenescape.backends.models import backend_config, load_pretrained, pick_device, pick_dtype
+from scenescape.backends.models import backend_config, load_pretrained, pick_device, pick_dtype, resolve_model
 from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 
@@ -69,17 +74,23 @@ def _dtype_kwarg() -> str:
     return "dtype"
 
 
+def placement(device_name: str, dtype_name: str, cpu_offload: bool) -> tuple[Any, Any]:
+    """``(device, dtype)`` a pipeline will be loaded with; bad combinations are errors now, before any load."""
+    device = pick_device(device_name)
+    dtype = pick_dtype(dtype_name, device)
+    if cpu_offload and device.type != "cuda":
+        raise InputError("cpu_offload needs a CUDA device (it moves submodels between CPU and GPU); "
+                         f"the device here is {device}; set cpu_offload: false")
+    return device, dtype
+
+
 def load_pipeline(loader: Any, model: str, device_name: str, dtype_name: str, *, attention_slicing: bool,
                   vae_tiling: bool, cpu_offload: bool) -> tuple[Any, Any, Any]:
     """Load a pipeline in its dtype, place it and apply the memory switches.
 
     Returns ``(pipe, device, dtype)``. ``loader`` is a pipeline class's ``from_pretrained``.
     """
-    device = pick_device(device_name)
-    dtype = pick_dtype(dtype_name, device)
-    if cpu_offload and device.type != "cuda":
-        raise InputError("cpu_offload needs a CUDA device (it moves submodels between CPU and GPU); "
-                         f"the device here is {device}; set cpu_offload: false")
+    device, dtype = placement(device_name, dtype_name, cpu_offload)
     pipe = load_pretrained(loader, model, "diffusers", **{_dtype_kwarg(): dtype})
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
@@ -91,6 +102,17 @@ def load_pipeline(loader: Any, model: str, device_name: str, dtype_name: str, *,
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
     return pipe, device, dtype
+
+
+def free_memory(device: Any) -> None:
+    """Return what released weights held: a garbage-collector pass, and the CUDA cache on a GPU."""
+    import gc
+
+    gc.collect()
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def to_float_image(image: Any, name: str = "image") -> np.ndarray:
@@ -154,21 +176,45 @@ class DiffusersInpainter:
             raise InputError("decoder finetuning needs decoder_finetune_steps >= 0, decoder_finetune_lr > 0 "
                              "and decoder_preservation_weight >= 0")
         self.config = cfg
+        # The weights load on first use (:attr:`pipe`), so a scene run holds them only from the frame
+        # that needs them; a missing or incomplete model is still an error here, before anything runs.
+        resolve_model(cfg.model, "diffusers")
+        self.device, self.dtype = placement(cfg.device, cfg.dtype, cfg.cpu_offload)
+        self._pipe: Any = None
+        self._vae32: Any = None
+        self._decoder_snapshot: WeightSnapshot | None = None
+        self._next_seed: int | None = None
+        self._calls = 0
+        self.last_finetune: FinetuneHistory | None = None
+
+    # -- weights -------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Whether the diffusers pipeline is in memory (it loads on the first :meth:`inpaint`)."""
+        return self._pipe is not None
+
+    @property
+    def pipe(self) -> Any:
+        """The diffusers inpainting pipeline, loaded on first access."""
+        if self._pipe is None:
+            self._load()
+        return self._pipe
+
+    def _load(self) -> None:
+        cfg = self.config
         from diffusers import AutoPipelineForInpainting
 
-        self.pipe, self.device, self.dtype = load_pipeline(
+        pipe, self.device, self.dtype = load_pipeline(
             AutoPipelineForInpainting.from_pretrained, cfg.model, cfg.device, cfg.dtype,
             attention_slicing=cfg.attention_slicing, vae_tiling=cfg.vae_tiling, cpu_offload=cfg.cpu_offload,
         )
-        set_scheduler(self.pipe, cfg.scheduler)
-        self._vae32: Any = None
-        self._decoder_snapshot: WeightSnapshot | None = None
+        set_scheduler(pipe, cfg.scheduler)
         if cfg.decoder_finetune_steps > 0:
             import torch
 
             # Finetune a float32 copy of the VAE (Adam in fp16 is unstable); the pipeline's own VAE
             # keeps encoding in the pipeline's dtype.
-            self._vae32 = copy.deepcopy(self.pipe.vae)
+            self._vae32 = copy.deepcopy(pipe.vae)
             try:  # with cpu_offload the copy would inherit accelerate's offload hooks: drop them
                 from accelerate.hooks import remove_hook_from_module
 
@@ -178,9 +224,12 @@ class DiffusersInpainter:
             self._vae32.to(device=self.device, dtype=torch.float32)
             self._vae32.requires_grad_(False)
             self._decoder_snapshot = WeightSnapshot(self._vae32.decoder)
-        self._next_seed: int | None = None
-        self._calls = 0
-        self.last_finetune: FinetuneHistory | None = None
+        self._pipe = pipe
+
+    def release(self) -> None:
+        """Drop the weights (and any finetuned decoder); the next call loads them again."""
+        self._pipe = self._vae32 = self._decoder_snapshot = None
+        free_memory(self.device)
 
     # -- seeds ---------------------------------------------------------------------------------
     def set_seed(self, seed: int) -> None:
@@ -240,6 +289,7 @@ class DiffusersInpainter:
         import torch
 
         cfg = self.config
+        pipe = self.pipe  # loads the weights on the first call (and the float32 VAE with finetuning)
         canvas, cmask, (top, left) = self._canvas(img, m)
         ch, cw = cmask.shape
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -257,9 +307,9 @@ class DiffusersInpainter:
         )
         with torch.no_grad():
             if self._vae32 is None:
-                out = self.pipe(**kwargs, output_type="np").images[0]
+                out = pipe(**kwargs, output_type="np").images[0]
             else:
-                latents = self.pipe(**kwargs, output_type="latent").images
+                latents = pipe(**kwargs, output_type="latent").images
         if self._vae32 is not None:
             out = self._decode_with_finetune(latents, canvas, cmask)
         out = np.asarray(out, np.float32)[top:top + m.shape[0], left:left + m.shape[1]]

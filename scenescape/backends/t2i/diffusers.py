@@ -4,6 +4,10 @@ Any diffusers text-to-image checkpoint (SD-1.5, SD-2.1, SDXL ...) by hub id or l
 Alternatively configure no text-to-image backend and let the inpainter fill an empty canvas
 (SceneScape's way; :meth:`DiffusersInpainter.generate`).
 
+The weights load on the first :meth:`~DiffusersTextToImage.generate` and :meth:`~DiffusersTextToImage.release`
+drops them: a scene run needs this model for frame 0 only, so it holds it only then (and never when it
+resumes past frame 0).
+
 ``generate(prompt, width, height, seed)`` is deterministic for a seed (CPU generator, so the same
 noise on every device). ``width`` and ``height`` must be multiples of 8.
 """
@@ -19,10 +23,12 @@ from scenescape.backends.inpaint.diffusers import (
     DEFAULT_NEGATIVE,
     DType,
     Scheduler,
+    free_memory,
     load_pipeline,
+    placement,
     set_scheduler,
 )
-from scenescape.backends.models import backend_config
+from scenescape.backends.models import backend_config, resolve_model
 from scenescape.errors import InputError
 
 
@@ -52,13 +58,36 @@ class DiffusersTextToImage:
         if cfg.guidance < 0:
             raise InputError(f"text_to_image guidance must be >= 0, got {cfg.guidance}")
         self.config = cfg
-        from diffusers import AutoPipelineForText2Image
+        # Weights load on first use (:attr:`pipe`); the scene pipeline calls :meth:`release` after frame 0.
+        # A missing or incomplete model is an error here, before anything runs.
+        resolve_model(cfg.model, "diffusers")
+        self.device, self.dtype = placement(cfg.device, cfg.dtype, cfg.cpu_offload)
+        self._pipe: Any = None
 
-        self.pipe, self.device, self.dtype = load_pipeline(
-            AutoPipelineForText2Image.from_pretrained, cfg.model, cfg.device, cfg.dtype,
-            attention_slicing=cfg.attention_slicing, vae_tiling=cfg.vae_tiling, cpu_offload=cfg.cpu_offload,
-        )
-        set_scheduler(self.pipe, cfg.scheduler)
+    @property
+    def loaded(self) -> bool:
+        """Whether the diffusers pipeline is in memory (it loads on the first :meth:`generate`)."""
+        return self._pipe is not None
+
+    @property
+    def pipe(self) -> Any:
+        """The diffusers text-to-image pipeline, loaded on first access."""
+        if self._pipe is None:
+            from diffusers import AutoPipelineForText2Image
+
+            cfg = self.config
+            pipe, self.device, self.dtype = load_pipeline(
+                AutoPipelineForText2Image.from_pretrained, cfg.model, cfg.device, cfg.dtype,
+                attention_slicing=cfg.attention_slicing, vae_tiling=cfg.vae_tiling, cpu_offload=cfg.cpu_offload,
+            )
+            set_scheduler(pipe, cfg.scheduler)
+            self._pipe = pipe
+        return self._pipe
+
+    def release(self) -> None:
+        """Drop the weights (text encoder, UNet, VAE); a later :meth:`generate` loads them again."""
+        self._pipe = None
+        free_memory(self.device)
 
     def generate(self, prompt: str, width: int, height: int, seed: int,
                  negative_prompt: str | None = None) -> np.ndarray:

@@ -91,21 +91,9 @@ class ImageConfig:
 
 def load_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """``(rgb (H, W, 3) float32 in [0, 1], alpha (H, W) float32 in [0, 1] or None)`` of an image file."""
-    from PIL import Image
+    from scenescape.io.files import load_image_alpha
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image '{p}' does not exist (check the --image path)")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-            a = np.asarray(im.convert("RGBA" if has_alpha else "RGB")).astype(np.float32) / 255.0
-    except Exception as e:  # PIL raises many kinds of errors for bad files
-        raise InputError(f"image '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
-    if has_alpha:
-        return np.ascontiguousarray(a[..., :3]), np.ascontiguousarray(a[..., 3])
-    return np.ascontiguousarray(a), None
+    return load_image_alpha(path)  # EXIF orientation applied, every PIL mode read as scene mode reads it
 
 
 def load_mask_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
@@ -116,9 +104,11 @@ def load_mask_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     if not p.is_file():
         raise InputError(f"mask '{p}' does not exist (check image.mask / --mask)")
     try:
+        from PIL import ImageOps
+
         with Image.open(p) as im:
             im.load()
-            a = np.asarray(im.convert("LA"))
+            a = np.asarray(ImageOps.exif_transpose(im).convert("LA"))
     except Exception as e:
         raise InputError(f"mask '{p}' cannot be read as an image ({type(e).__name__}: {e})") from e
     if a.shape[:2] != tuple(shape):

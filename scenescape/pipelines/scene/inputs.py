@@ -88,16 +88,11 @@ def load_start_camera(path: str | Path) -> Any:
     """The start :class:`~scenescape.geometry.camera.Camera` from a JSON file: one camera
     (``Camera.to_dict``) or a ``cameras.json`` (its first camera)."""
     from scenescape.geometry.camera import Camera
-    from scenescape.io import read_json
+    from scenescape.io import read_json_file
     from scenescape.io.world import cameras_from_file_json
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"camera file '{p}' does not exist")
-    try:
-        data = read_json(p)
-    except Exception as e:
-        raise InputError(f"camera file '{p}' is not valid JSON: {e}") from e
+    data = read_json_file(p, "camera file")
     try:
         if isinstance(data, dict) and "fx" in data:
             return Camera.from_dict(data)

@@ -293,6 +293,7 @@ class ScenePipeline:
                 if on_frame is not None:
                     on_frame(0, frame_times[-1])
                 start_index = 1
+            self._release_first_frame_models()  # frame 0 exists (made now, or read back on resume)
             assert cams is not None
             if progress and len(cams) > 1:
                 bar = tqdm(total=len(cams), initial=start_index, desc="frames", unit="frame", dynamic_ncols=True)
@@ -409,6 +410,19 @@ class ScenePipeline:
                 depth = to_depth_space(call_depth(est, image, cam), cfg.align.prediction, "depth")
                 depth = validate_depth(depth, image.shape[:2], where=f"depth from {type(est).__name__}")
         return image.astype(np.float32), depth.astype(np.float32)
+
+    def _release_first_frame_models(self) -> None:
+        """Let the text-to-image backend drop its weights: it makes frame 0 only.
+
+        Backends with a ``release()`` method (the diffusers one) free their model here, and since they load
+        on first use, a run resumed past frame 0 never loads it; the object itself stays (the run's manifest
+        describes it, and a later :meth:`run` loads the weights again). Not when the same object serves as
+        the inpainter or a depth backend too.
+        """
+        t2i = self.text_to_image
+        release = getattr(t2i, "release", None)
+        if callable(release) and all(t2i is not other for other in (self.inpainter, self.depth, self.first_depth)):
+            release()
 
     def _state(self, timings: dict[str, float], frame_times: list[float],
                candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
