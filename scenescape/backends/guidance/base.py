@@ -220,6 +220,17 @@ def noisy(model: ScoreModel, z: torch.Tensor, t: torch.Tensor, generator: torch.
     return ab.sqrt() * z + (1 - ab).sqrt() * noise, noise, ab
 
 
+def noised_at_step(model: ScoreModel, latents: torch.Tensor, cfg: ScoreDistillationConfig, step: int,
+                   max_steps: int, generator: torch.Generator | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(t, x_t, noise, alpha_bar)``: timesteps from the config's range at this step, and the detached
+    latents noised to them (the first draws of every rule's gradient, in this order)."""
+    lo, hi = cfg.t_range(step, max_steps)
+    t = sample_timesteps(model, latents.shape[0], lo, hi, generator, latents.device)
+    x_t, noise, ab = noisy(model, latents.detach().float(), t, generator)
+    return t, x_t, noise, ab
+
+
 def weight(ab: torch.Tensor, cfg: ScoreDistillationConfig) -> torch.Tensor:
     if cfg.weighting == "1-alpha_bar":
         return 1 - ab

@@ -16,8 +16,7 @@ from scenescape.backends.guidance.base import (
     Rule,
     both_noises,
     finish_gradient,
-    noisy,
-    sample_timesteps,
+    noised_at_step,
     step_args,
     weight,
 )
@@ -30,9 +29,7 @@ class CSD(Rule):
     def gradient(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                  step_info: dict[str, Any]) -> torch.Tensor:
         step, total, g = step_args(step_info)
-        lo, hi = self.cfg.t_range(step, total)
-        t = sample_timesteps(self.model, latents.shape[0], lo, hi, g, latents.device)
-        x_t, _noise, ab = noisy(self.model, latents.detach().float(), t, g)
+        t, x_t, _noise, ab = noised_at_step(self.model, latents, self.cfg, step, total, g)
         eps_u, eps_c = both_noises(self.model, x_t, t, cond, uncond)
         return finish_gradient(weight(ab, self.cfg) * self.cfg.scale(step, total) * (eps_c - eps_u), self.cfg)
 

@@ -17,8 +17,7 @@ import torch
 from scenescape.backends.guidance.base import (
     Rule,
     finish_gradient,
-    noisy,
-    sample_timesteps,
+    noised_at_step,
     step_args,
     weight,
 )
@@ -31,10 +30,7 @@ class NFSD(Rule):
     def gradient(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                  step_info: dict[str, Any]) -> torch.Tensor:
         step, total, g = step_args(step_info)
-        lo, hi = self.cfg.t_range(step, total)
-        b = latents.shape[0]
-        t = sample_timesteps(self.model, b, lo, hi, g, latents.device)
-        x_t, _noise, ab = noisy(self.model, latents.detach().float(), t, g)
+        t, x_t, _noise, ab = noised_at_step(self.model, latents, self.cfg, step, total, g)
         null_fn = getattr(self.model, "null_conditioning", None)
         null = null_fn(uncond) if null_fn is not None else uncond
         eps = self.model.predict_noise(torch.cat([x_t] * 3), torch.cat([t] * 3),

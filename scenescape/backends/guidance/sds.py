@@ -16,8 +16,7 @@ from scenescape.backends.guidance.base import (
     ScoreModel,
     cfg_noise,
     finish_gradient,
-    noisy,
-    sample_timesteps,
+    noised_at_step,
     step_args,
     weight,
 )
@@ -28,9 +27,7 @@ def sds_gradient(model: ScoreModel, latents: torch.Tensor, cond: torch.Tensor, u
                  cfg: ScoreDistillationConfig, step: int = 0, max_steps: int = 1,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """SDS gradient ``w(t) (eps_hat(x_t) - eps)`` w.r.t. ``latents (B, c, h, w)``."""
-    lo, hi = cfg.t_range(step, max_steps)
-    t = sample_timesteps(model, latents.shape[0], lo, hi, generator, latents.device)
-    x_t, noise, ab = noisy(model, latents.detach().float(), t, generator)
+    t, x_t, noise, ab = noised_at_step(model, latents, cfg, step, max_steps, generator)
     eps_hat = cfg_noise(model, x_t, t, cond, uncond, cfg.scale(step, max_steps))
     return finish_gradient(weight(ab, cfg) * (eps_hat - noise), cfg)
 

@@ -37,6 +37,7 @@ from scenescape.backends.guidance.base import (
     ScoreModel,
     cfg_noise,
     finish_gradient,
+    noised_at_step,
     noisy,
     sample_timesteps,
     step_args,
@@ -148,10 +149,8 @@ class VSD(Rule):
                  step_info: dict[str, Any]) -> torch.Tensor:
         adapter = self._ensure(latents)
         step, total, g = step_args(step_info)
-        lo, hi = self.cfg.t_range(step, total)
         b = latents.shape[0]
-        t = sample_timesteps(self.model, b, lo, hi, g, latents.device)
-        x_t, _noise, ab = noisy(self.model, latents.detach().float(), t, g)
+        t, x_t, _noise, ab = noised_at_step(self.model, latents, self.cfg, step, total, g)
         eps_pre = cfg_noise(self.model, x_t, t, cond, uncond, self.cfg.scale(step, total))
         cam = self._camera(step_info, b, latents.device)
         eps_phi = adapter.predict_noise(x_t, t, cond, cam).float()

@@ -141,7 +141,13 @@ class MeshStage:
     # ------------------------------------------------------------------ training
     def train_step(self, step: int, prompt: str, guidance: Any, g: torch.Generator) -> dict[str, float]:
         """One stage-2 step (``step`` counts from the start of stage 1); random draws from ``g``."""
-        from scenescape.pipelines.object.pipeline import sample_cameras, sample_lights, view_prompt
+        from scenescape.pipelines.object.pipeline import (
+            pick_shading,
+            sample_backgrounds,
+            sample_cameras,
+            sample_lights,
+            view_prompt,
+        )
 
         cfg = self.cfg
         m = cfg.mesh
@@ -153,18 +159,9 @@ class MeshStage:
         b = len(sample.cameras)
         prompts = [view_prompt(prompt, a, e, cfg.prompt) for a, e in zip(sample.azimuth, sample.elevation)]
         u = torch.rand(1, generator=g, dtype=torch.float64).item()
-        shading = "albedo"
-        if local >= m.albedo_steps:
-            probs = torch.tensor(cfg.shading.probs, dtype=torch.float64)
-            idx = int(torch.searchsorted(torch.cumsum(probs, 0), torch.tensor([u * probs.sum().item()],
-                                                                                dtype=torch.float64)).clamp(max=2))
-            shading = ("albedo", "lambertian", "textureless")[idx]
+        shading = pick_shading(cfg.shading.probs, u) if local >= m.albedo_steps else "albedo"
         lights = sample_lights(cfg.shading, torch.stack([c.center for c in sample.cameras]), g)
-        bg_colors = None
-        if cfg.background.kind == "random_solid":
-            bg_colors = torch.rand(b, 3, generator=g)
-        elif cfg.background.kind == "solid":
-            bg_colors = torch.tensor(cfg.background.color, dtype=torch.float32).expand(b, 3)
+        bg_colors = sample_backgrounds(cfg.background, b, g)
         verts, faces = self.geometry.mesh()
         if faces.shape[0] == 0:
             raise RunError("stage 2: the mesh is empty (no SDF sign change on the tet grid); lower "

@@ -723,16 +723,9 @@ class ObjectPipeline:
             shading = "albedo"
             _ = torch.rand(1, generator=g)
         else:
-            probs = torch.tensor(cfg.shading.probs, dtype=torch.float64)
-            u = torch.rand(1, generator=g, dtype=torch.float64).item() * probs.sum().item()
-            idx = int(torch.searchsorted(torch.cumsum(probs, 0), torch.tensor([u], dtype=torch.float64)).clamp(max=2))
-            shading = ("albedo", "lambertian", "textureless")[idx]
+            shading = pick_shading(cfg.shading.probs, torch.rand(1, generator=g, dtype=torch.float64).item())
         lights = sample_lights(cfg.shading, torch.stack([c.center for c in sample.cameras]), g)
-        bg_colors = None
-        if cfg.background.kind == "random_solid":
-            bg_colors = torch.rand(b, 3, generator=g)
-        elif cfg.background.kind == "solid":
-            bg_colors = torch.tensor(cfg.background.color, dtype=torch.float32).expand(b, 3)
+        bg_colors = sample_backgrounds(cfg.background, b, g)
         # The orientation penalty ramps from step 0 (threestudio); normals are computed only at samples with
         # significant weight (render.normal_weight_threshold).
         w_orient = cfg.loss.orientation(step)
@@ -816,6 +809,23 @@ class ObjectPipeline:
 
 RESUME_KEYS = ("steps", "progress", "output.")
 """Config keys ``scenescape object --resume RUN`` may change (everything else is the run's)."""
+
+
+def pick_shading(probs: Any, u: float) -> str:
+    """``"albedo" | "lambertian" | "textureless"`` for a uniform draw ``u`` in [0, 1) and the weights ``probs``."""
+    p = torch.tensor(probs, dtype=torch.float64)
+    x = torch.tensor([u * p.sum().item()], dtype=torch.float64)
+    return ("albedo", "lambertian", "textureless")[int(torch.searchsorted(torch.cumsum(p, 0), x).clamp(max=2))]
+
+
+def sample_backgrounds(bg: Any, b: int, g: torch.Generator) -> torch.Tensor | None:
+    """``(b, 3)`` background colours of a training step (``random_solid``: drawn from ``g``; ``solid``: the
+    configured colour), or None for the MLP background."""
+    if bg.kind == "random_solid":
+        return torch.rand(b, 3, generator=g)
+    if bg.kind == "solid":
+        return torch.tensor(bg.color, dtype=torch.float32).expand(b, 3)
+    return None
 
 
 def check_prompt(prompt: Any) -> str:
