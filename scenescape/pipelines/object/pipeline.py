@@ -194,7 +194,7 @@ class LossConfig:
     emptiness_scale: float = 10.0
     emptiness_step: float = 0.5
     emptiness_multiplier: float = 20.0
-    emptiness_samples: float = 4096 * 277
+    emptiness_samples: float = 4096.0 * 277  # a float, as the config file reads it back
     """SJC's normaliser: the number of sample weights its mean runs over (64x64 rays x ~277 samples)."""
 
     def __post_init__(self) -> None:
