@@ -54,7 +54,7 @@ def run(mode: str, steps: int, size: int, seed: int, mesh_steps: int = 0, tet: i
                             [f"steps={steps}", f"resolution={size}", f"guidance.options.mode={mode}", f"seed={seed}",
                              "progress=false", "output.checkpoint_every=0", *extra])
     cams = heldout(cfg, size)
-    tgt = AnalyticTarget(cfg.render, shape=cfg.analytic_shape)
+    tgt = AnalyticTarget(cfg.render, shape=cfg.analytic_shape, softness=cfg.analytic_softness, peak=cfg.analytic_peak)
     target = tgt.render(cams, background=torch.ones(len(cams), 3))
     from scenescape.fields.volume import render_cameras
 

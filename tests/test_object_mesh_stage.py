@@ -188,3 +188,60 @@ def test_refined_mesh_is_written_in_the_frame_of_the_stage_one_mesh(tmp_path):
     b = trimesh.load(tmp_path / "refined.ply", process=False)
     d = cKDTree(a.vertices).query(b.vertices)[0]
     assert np.median(d) < 0.05 and np.percentile(d, 95) < 0.08, (np.median(d), np.percentile(d, 95))
+
+
+def test_metric_sdf_keeps_the_surface_and_measures_distance_in_world_units():
+    """A log-density level (slope 1/softness, saturating inside) becomes a signed distance: same zero set,
+    ~1 world unit per unit near the surface, so ``mesh.lr_sdf`` is a distance per step."""
+    from scenescape.fields.dmtet import DMTetGeometry, metric_sdf
+    from scenescape.fields.nerf import AnalyticField
+
+    fld = AnalyticField(shape="pair", softness=0.01, peak=200.0)
+    geo = DMTetGeometry(32, 1.0)
+    logd = geo.log_density(fld.density)
+    level = float(np.log(50.0 + 1e-6)) - logd
+    sdf = metric_sdf(level, 32, geo.cell)
+    assert torch.equal(sdf < 0, level < 0)
+    true = fld.sdf(geo.grid).amin(-1)
+    near = (true.abs() < geo.cell) & (true > 0)  # outside, where the log density is linear in the distance
+    offset = float(0.01 * np.log(200.0 / 50.0 - 1))  # the level-50 surface lies this far outside the true one
+    err = (sdf[near] - (true[near] - offset)).abs()
+    assert float(err.median()) < 0.15 * geo.cell, float(err.median())
+    assert float(level[near].abs().median()) > 3 * float(sdf[near].abs().median())  # the raw level is not metric
+    with torch.no_grad():
+        geo.sdf.copy_(level)
+        v0, f0 = geo.mesh()
+        geo.sdf.copy_(sdf)
+        v1, f1 = geo.mesh()
+    assert torch.equal(f0, f1)
+    # marching tets on the metric SDF places the vertices on the level-50 surface at least as well
+    e0 = (fld.sdf(v0).amin(-1) - offset).abs()
+    e1 = (fld.sdf(v1).amin(-1) - offset).abs()
+    assert float(e1.median()) <= float(e0.median()) + 1e-4 and float(e1.median()) < 0.1 * geo.cell, (e0.median(), e1.median())
+
+
+def test_stage_two_starts_from_the_iso_level_whose_silhouettes_match_the_nerf():
+    """A NeRF's rendered silhouette (opacity > 0.5) lies outside its density iso-surfaces; the default
+    ``mesh.init_views`` picks the level that matches it, at held-out views, where Otsu's split is small."""
+    from scenescape.fields.nerf import AnalyticField
+    from scenescape.fields.volume import render_cameras
+    from scenescape.geometry.raster import rasterize
+    from scenescape.pipelines.object import ObjectConfig, ObjectPipeline, eval_cameras, silhouette_iou
+    from scenescape.pipelines.object.mesh_stage import MeshStage
+
+    items = ["resolution=16", "steps=1", "mesh.steps=1", "guidance={name: analytic, options: {mode: sds}}",
+             "background.kind=solid", "progress=false", "mesh.tet_resolution=32", "mesh.init_size=32"]
+    fld = AnalyticField(shape="pair")  # soft: the 0.5-opacity contour is ~0.04 outside the zero level set
+    ious = {}
+    for views in (8, 0):
+        pipe = ObjectPipeline(ObjectConfig.load("configs/object/magic3d-cpu-small.yaml", items + [f"mesh.init_views={views}"]))
+        _, bg = pipe.build_models()
+        st = MeshStage(pipe, fld, bg)
+        st.init_geometry()
+        cams = eval_cameras(pipe.config, 5, size=48, offset=23.0, elevation=20.0)  # not the calibration views
+        op = render_cameras(fld, bg, cams, pipe.config.render, perturb=False).opacity
+        v, f = st.geometry.mesh()
+        cover = torch.stack([(rasterize(v.detach(), f, c)[0] >= 0).float() for c in cams])
+        ious[views] = silhouette_iou(cover, op)
+    assert ious[8] > 0.95, ious
+    assert ious[8] > ious[0] + 0.05, ious

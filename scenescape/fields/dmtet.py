@@ -6,12 +6,17 @@ and two parameters: ``sdf (V,)`` (negative inside) and ``deform (V, 3)``; the ve
 invert). :meth:`DMTetGeometry.mesh` runs marching tetrahedra, differentiable w.r.t. both.
 
 :meth:`DMTetGeometry.init_from_density` initialises the SDF from a stage-1 density field: with the
-iso-level ``tau`` (the level of the stage-1 mesh), ``sdf = log(tau) - log(density + 1e-6)``, negative
-where the density exceeds ``tau``; its zero level set is the stage-1 surface.
+iso-level ``tau``, the level ``log(tau) - log(density)`` is negative where the density exceeds ``tau``;
+it is turned into an approximate signed distance in world units (:func:`metric_sdf`: the level divided
+by its gradient's norm, clamped to +-2 cells), so that ``mesh.lr_sdf`` is a distance per step whatever
+the stage-1 density's scale. The zero level set is unchanged: it is the stage-1 surface at ``tau``.
+:meth:`DMTetGeometry.log_density` evaluates the field once; :meth:`DMTetGeometry.set_level` can then
+try several iso-levels cheaply (the mesh stage picks the one whose silhouettes match the NeRF's).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -45,16 +50,46 @@ class DMTetGeometry(nn.Module):
         return marching_tets(self.vertices(), self.tets, self.sdf)
 
     @torch.no_grad()
+    def log_density(self, density_fn: Any, chunk: int = 65536) -> torch.Tensor:
+        """``log(density + 1e-6)`` ``(V,)`` of ``density_fn((N, 3)) -> (N,)`` at the grid vertices."""
+        pts = self.grid
+        dens = torch.cat([density_fn(pts[i:i + chunk]).float() for i in range(0, pts.shape[0], chunk)])
+        return torch.log(dens.clamp(min=0) + 1e-6)
+
+    @torch.no_grad()
+    def set_level(self, log_density: torch.Tensor, tau: float) -> None:
+        """SDF = :func:`metric_sdf` of ``log(tau) - log_density`` (zero deformation)."""
+        level = math.log(tau + 1e-6) - log_density
+        self.sdf.copy_(metric_sdf(level, self.resolution, self.cell))
+        self.deform.zero_()
+
+    @torch.no_grad()
     def init_from_density(self, density_fn: Any, threshold: float | Any, chunk: int = 65536) -> float:
         """Set the SDF from ``density_fn((N, 3)) -> (N,)`` at the grid vertices; ``threshold`` is the
         iso-level or a callable ``densities (numpy) -> level`` (e.g. the stage-1 export's Otsu split).
         Returns the level used."""
-        pts = self.grid
-        dens = torch.cat([density_fn(pts[i:i + chunk]).float() for i in range(0, pts.shape[0], chunk)])
+        logd = self.log_density(density_fn, chunk)
+        dens = (logd.exp() - 1e-6).clamp(min=0)
         tau = float(threshold(dens.cpu().numpy()) if callable(threshold) else threshold)
-        self.sdf.copy_(torch.log(torch.tensor(tau + 1e-6)) - torch.log(dens.clamp(min=0) + 1e-6))
-        self.deform.zero_()
+        self.set_level(logd, tau)
         return tau
 
 
-__all__ = ["DMTetGeometry"]
+def metric_sdf(level: torch.Tensor, resolution: int, cell: float, clamp_cells: float = 2.0) -> torch.Tensor:
+    """Approximate signed distance ``(V,)`` (world units) from a level ``(V,)`` on the regular
+    ``(resolution + 1)^3`` lattice of :func:`tet_grid` (index ``i s^2 + j s + k``): ``level / |grad level|``
+    (central differences), clamped to ``+-clamp_cells`` cells; where the gradient vanishes, the sign of
+    the level times the clamp. Same sign as ``level`` everywhere, so the zero level set keeps its topology,
+    and first-order exact next to it."""
+    s = int(resolution) + 1
+    lv = level.reshape(s, s, s).double()
+    grads = torch.gradient(lv, spacing=float(cell))
+    norm = torch.sqrt(sum(g * g for g in grads)).reshape(-1)
+    lim = clamp_cells * cell
+    lv = lv.reshape(-1)
+    sign = torch.where(lv < 0, -1.0, 1.0).to(lv)
+    d = torch.where(norm > 1e-12, lv / norm.clamp(min=1e-12), sign * lim)
+    return d.clamp(-lim, lim).to(level.dtype)
+
+
+__all__ = ["DMTetGeometry", "metric_sdf"]

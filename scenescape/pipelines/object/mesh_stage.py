@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -127,16 +128,69 @@ class MeshStage:
         self.seconds = 0.0
 
     def init_geometry(self) -> float:
+        """Initialise the SDF from the stage-1 density (see :class:`MeshStageConfig.threshold`); returns the
+        iso-level used."""
         from scenescape.pipelines.object.export import auto_threshold
 
         m = self.cfg.mesh
-        thr = m.threshold if m.threshold is not None else self.cfg.output.mesh_threshold
         was = self._stage1.training
         self._stage1.eval()
         try:
-            return self.geometry.init_from_density(self._stage1.density, thr if thr is not None else auto_threshold)
+            logd = self.geometry.log_density(self._stage1.density)
+            if m.threshold is not None:
+                tau = float(m.threshold)
+            elif m.init_views > 0:
+                tau = self._silhouette_level(logd)
+            elif self.cfg.output.mesh_threshold is not None:
+                tau = float(self.cfg.output.mesh_threshold)
+            else:
+                tau = auto_threshold((logd.exp() - 1e-6).clamp(min=0).cpu().numpy())
+            self.geometry.set_level(logd, tau)
+            return tau
         finally:
             self._stage1.train(was)
+
+    @torch.no_grad()
+    def _silhouette_level(self, logd: torch.Tensor, iterations: int = 18) -> float:
+        """The density iso-level whose mesh covers as many pixels as the stage-1 NeRF's silhouette
+        (opacity > 0.5) on ``mesh.init_views`` views: bisection in log density (coverage falls as the
+        level rises)."""
+        from scenescape.fields.volume import render_cameras
+        from scenescape.geometry.raster import rasterize
+        from scenescape.pipelines.object.pipeline import eval_cameras
+
+        cfg, m = self.cfg, self.cfg.mesh
+        n1 = (m.init_views + 1) // 2
+        n2 = m.init_views - n1
+        top = 0.5 * (cfg.camera.eval_elevation + max(cfg.camera.elevation))
+        cams = eval_cameras(cfg, n1, size=m.init_size)
+        if n2:
+            cams += eval_cameras(cfg, n2, size=m.init_size, offset=180.0 / n2, elevation=top)
+        dev = self.pipe.device
+        op = render_cameras(self._stage1, self.background, cams, cfg.render, shading="albedo", perturb=False,
+                            device=dev).opacity
+        target = int((op > 0.5).sum())
+
+        def coverage(level: float) -> int:
+            self.geometry.set_level(logd, math.exp(level))
+            if bool((self.geometry.sdf < 0).all()):
+                return len(cams) * m.init_size ** 2
+            verts, faces = self.geometry.mesh()
+            if faces.shape[0] == 0:
+                return 0
+            return sum(int((rasterize(verts, faces, c)[0] >= 0).sum()) for c in cams)
+
+        lo, hi = float(logd.min()), float(logd.max())
+        best = (abs(coverage(hi) - target), hi)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            c = coverage(mid)
+            best = min(best, (abs(c - target), mid))
+            if c > target:
+                lo = mid
+            else:
+                hi = mid
+        return math.exp(best[1])
 
     # ------------------------------------------------------------------ training
     def train_step(self, step: int, prompt: str, guidance: Any, g: torch.Generator) -> dict[str, float]:

@@ -262,7 +262,13 @@ class MeshStageConfig:
     max_deform: float = 0.45
     """Vertex deformation limit in cells."""
     threshold: float | None = None
-    """Stage-1 density iso-level of the initial surface (None = output.mesh_threshold or Otsu's split)."""
+    """Stage-1 density iso-level of the initial surface. None: the level whose mesh silhouettes match the
+    stage-1 NeRF's (opacity > 0.5) on ``init_views`` views, or with ``init_views: 0`` output.mesh_threshold
+    or Otsu's split (a density iso-level sits inside the NeRF's rendered silhouette, so those start small)."""
+    init_views: int = 8
+    """Views (two rings around the evaluation orbit) for the silhouette-matched iso-level; 0 = off."""
+    init_size: int = 64
+    """Render size (pixels) of those views."""
     lr_sdf: float = 1e-2
     lr_deform: float = 1e-2
     lr_color: float = 1e-3
@@ -274,6 +280,9 @@ class MeshStageConfig:
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise InputError(f"mesh.steps must be >= 0, got {self.steps}")
+        if self.init_views < 0 or self.init_size < 8:
+            raise InputError(f"mesh.init_views must be >= 0 and mesh.init_size >= 8 pixels, got "
+                             f"{self.init_views} and {self.init_size}")
         if self.tet_resolution < 4:
             raise InputError(f"mesh.tet_resolution must be >= 4, got {self.tet_resolution}")
         if self.resolution < 8:
@@ -307,6 +316,10 @@ class ObjectConfig:
     progress: bool = True
     analytic_shape: Literal["pair", "snowman"] = "pair"
     """The known object of ``guidance.name=analytic`` (see :class:`AnalyticField`)."""
+    analytic_softness: float = 0.015
+    """Its density ``analytic_peak * sigmoid(-sdf / analytic_softness)``: the default is a soft surface with
+    a ~0.04-unit halo; ``0.004`` with peak ``300`` is a hard surface (the Magic3D stage-2 check)."""
+    analytic_peak: float = 60.0
     nerf: FieldConfig = field(default_factory=FieldConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -327,6 +340,9 @@ class ObjectConfig:
             raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.analytic_softness <= 0 or self.analytic_peak <= 0:
+            raise InputError(f"analytic_softness and analytic_peak must be > 0, got {self.analytic_softness} and "
+                             f"{self.analytic_peak}")
         if self.resolution < 8:
             raise InputError(f"resolution must be >= 8 pixels, got {self.resolution}")
         if min(self.camera.radius) <= self.render.radius * 0.5:
@@ -413,8 +429,9 @@ class AnalyticTarget:
     """Renders the known :class:`AnalyticField` for the cameras of a training step (deterministic,
     with the step's shading, lights and background) -- the target of :class:`AnalyticGuidance`."""
 
-    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128, shape: str = "pair"):
-        self.field = AnalyticField(shape=shape).to(device)  # type: ignore[arg-type]
+    def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128, shape: str = "pair",
+                 softness: float = 0.015, peak: float = 60.0):
+        self.field = AnalyticField(peak=peak, softness=softness, shape=shape).to(device)  # type: ignore[arg-type]
         self.background = Background(BackgroundConfig(kind="solid"))
         self.cfg = dataclasses.replace(render_cfg, num_samples=samples, num_importance=samples // 2)
 
@@ -536,7 +553,8 @@ class ObjectPipeline:
         extra: dict[str, Any] = {}
         if getattr(GUIDANCE.get(gcfg.name), "wants_known_target", False):
             # a guidance scored against a known object (the analytic checks; any class may declare it)
-            extra["target"] = AnalyticTarget(self.config.render, self.device, shape=self.config.analytic_shape)
+            extra["target"] = AnalyticTarget(self.config.render, self.device, shape=self.config.analytic_shape,
+                                             softness=self.config.analytic_softness, peak=self.config.analytic_peak)
         self._guidance = gcfg.build(GUIDANCE, **extra)
         return self._guidance
 
