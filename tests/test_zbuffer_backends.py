@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scenescape import Camera, SceneMesh, render_mesh
-from scenescape.geometry.raster import frustum_ranges
+from scenescape.geometry.raster import frustum_ranges, rasterize
 
 numba = pytest.importorskip("numba", reason="the compiled z-buffer is optional (pip install scenescape[fast])")
 
@@ -55,6 +55,22 @@ def test_numba_zbuffer_is_bit_identical_to_torch(seed):
     # supersampling and the default backend go through the same path
     cam = _cam(1)
     _same(render_mesh(mesh, cam, supersample=2), render_mesh(mesh, cam, supersample=2, backend="torch", cull=False))
+
+
+def test_numba_face_ranges_match_torch_whether_few_or_most_faces_are_kept():
+    # few faces kept: the compiled path projects only their vertices; most kept: all vertices in one pass
+    mesh = _soup(1200, 2)
+    cam = _cam(1)
+    for rg in ([[0, 100], [700, 760]], [[0, 1500], [1600, 2400]]):
+        ranges = torch.tensor(rg, dtype=torch.int64)
+        ref = rasterize(mesh.vertices, mesh.faces, cam, backend="torch", ranges=ranges)
+        got = rasterize(mesh.vertices, mesh.faces, cam, backend="numba", ranges=ranges)
+        assert (ref[0] >= 0).any()
+        for a, b in zip(got, ref, strict=True):
+            assert torch.equal(a, b)
+        # faces outside the ranges are not drawn
+        fi = ref[0][ref[0] >= 0]
+        assert bool(((fi < rg[0][1]) | ((fi >= rg[1][0]) & (fi < rg[1][1]))).all())
 
 
 def _rgbd_mesh(cam: Camera) -> SceneMesh:

@@ -369,7 +369,7 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     import numpy as np
 
-    from scenescape.geometry._zbuffer_numba import decode, zbuffer
+    from scenescape.geometry._zbuffer_numba import decode, project_all, project_used, zbuffer
 
     h, w = cam.height, cam.width
     rot, t = _pose(cam, torch.device("cpu"))
@@ -381,12 +381,23 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
     intr = (f32(cam.fx), f32(cam.fy), f32(cam.cx), f32(cam.cy), f32(near))
     zbuf = np.full(h * w, np.inf, np.float32)
     fbuf = np.full(h * w, -1, np.int64)
-    zbuffer(vn, fn, ranges.contiguous().numpy(), rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf)
+    n = vn.shape[0]
+    rg = ranges.contiguous().numpy()
+    # vertex projections: all at once (a vectorised pass) when the kept faces use most vertices (a vertex is
+    # shared by about six faces), else each on first use, so that the cost follows the visible part
+    lazy = 3 * int((rg[:, 1] - rg[:, 0]).sum()) < n
+    pu, pv = np.empty(n, np.float32), np.empty(n, np.float32)
+    pz = np.full(n, np.nan, np.float32) if lazy else np.empty(n, np.float32)
+    if lazy:
+        project_used(vn, fn, rg, rn, tn, *intr, pu, pv, pz)
+    else:
+        project_all(vn, rn, tn, *intr, pu, pv, pz)
+    zbuffer(vn, fn, rg, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf, pu, pv, pz)
     bary = np.zeros((h * w, 3), np.float32)
     depth = np.zeros(h * w, np.float32)
     cn = np.zeros((0, 3), np.float32) if colors is None else colors.float().contiguous().numpy()
     rgb = np.zeros((h * w, 3), np.float32)
-    decode(fbuf, vn, fn, cn, rn, tn, *intr, int(w), bary, depth, rgb)
+    decode(fbuf, fn, cn, pu, pv, pz, int(w), bary, depth, rgb)
     return (torch.from_numpy(fbuf).view(h, w), torch.from_numpy(bary).view(h, w, 3), torch.from_numpy(depth).view(h, w),
             None if colors is None else torch.from_numpy(rgb))
 
