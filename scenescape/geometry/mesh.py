@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.masks import dilate_mask
 from scenescape.geometry.projection import unproject
-from scenescape.geometry.triangulate import TriangulationOptions, grid_triangles
+from scenescape.geometry.triangulate import TriangulationOptions, grid_triangles, max3, min3
 
 
 @dataclass
@@ -64,12 +65,12 @@ def _check_image(image: Any, cam: Camera, device: torch.device) -> torch.Tensor:
     if not img.is_floating_point():
         raise InputError(f"image must be float in [0, 1] (or uint8), got dtype {img.dtype}")
     img = img.float()
-    if not torch.isfinite(img).all():
+    lo, hi = (float(x) for x in torch.aminmax(img))  # NaN if any value is NaN, +-inf if any is infinite
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError("image contains NaN or infinite values")
-    lo, hi = float(img.min()), float(img.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise InputError(f"image values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
-    return img.clamp(0, 1)
+    return img if lo >= 0 and hi <= 1 else img.clamp(0, 1)
 
 
 def _check_mask(mask: Any, cam: Camera, device: torch.device) -> torch.Tensor:
@@ -242,8 +243,8 @@ class SceneMesh:
         n = f.shape[0]
         p = self.vertices.index_select(0, f.reshape(-1)).view(n, 3, 3).cpu()
         pad = count * k - n
-        lo = p.amin(1)
-        hi = p.amax(1)
+        lo = min3(p)
+        hi = max3(p)
         if pad:
             lo = torch.cat([lo, lo[-1:].expand(pad, 3)])
             hi = torch.cat([hi, hi[-1:].expand(pad, 3)])
@@ -365,7 +366,7 @@ class SceneMesh:
         if tris.shape[0] > 1:
             # faces in raster order of their first pixel, so that a run of consecutive faces is a compact band
             # of rows (the chunks that frustum culling skips; see face_chunks)
-            tris = tris.index_select(0, torch.argsort(tris.amin(1), stable=True))
+            tris = tris.index_select(0, torch.argsort(min3(tris), stable=True))
         flat_new = m.reshape(-1)
         # keep only new vertices that some face uses
         used = torch.zeros(h * w, dtype=torch.bool, device=device)

@@ -56,6 +56,17 @@ class TriangulationOptions:
         return out
 
 
+def min3(x: torch.Tensor) -> torch.Tensor:
+    """``(T, 3, ...)`` -> ``(T, ...)``: the minimum over dim 1 as two element-wise minimums (the same values as
+    ``x.amin(1)``, NaN included, and many times faster on the CPU for a dim of size 3)."""
+    return torch.minimum(torch.minimum(x[:, 0], x[:, 1]), x[:, 2])
+
+
+def max3(x: torch.Tensor) -> torch.Tensor:
+    """``(T, 3, ...)`` -> ``(T, ...)``: the maximum over dim 1, as :func:`min3`."""
+    return torch.maximum(torch.maximum(x[:, 0], x[:, 1]), x[:, 2])
+
+
 def quad_triangles(valid: torch.Tensor, z: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
     """Candidate triangles of a pixel grid.
 
@@ -110,7 +121,7 @@ def stretched(points_cam: torch.Tensor, tris: torch.Tensor, opts: TriangulationO
     """
     p = points_cam[tris]  # (T, 3, 3)
     z = p[..., 2]
-    zmin, zmax = z.amin(1), z.amax(1)
+    zmin, zmax = min3(z), max3(z)
     rel = zmax / zmin.clamp_min(1e-12) - 1.0
     n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
     r = p.mean(1)
