@@ -130,3 +130,25 @@ def test_numba_backend_request_is_checked():
     with pytest.raises(ValueError, match="backend"):
         render_mesh(mesh, _cam(0), backend="embree")
     assert np.isfinite(render_mesh(mesh, _cam(0), backend="numba").depth.numpy()).all()
+
+
+def test_face_sets_split_over_threads_merge_to_the_serial_result(monkeypatch):
+    # the compiled z-buffer splits the kept faces into one set per thread and merges the per-set buffers by
+    # (depth, face index): the output must not depend on the split
+    from scenescape.geometry import raster
+
+    mesh = _soup(1500, 3)
+    cam = _cam(2)
+    ref = render_mesh(mesh, cam, backend="torch", cull=False)
+    monkeypatch.setattr(raster, "_PARALLEL_FACES", 0)
+    for parts in (2, 3, 7):
+        monkeypatch.setattr(raster, "_numba_threads", lambda parts=parts: parts)
+        _same(render_mesh(mesh, cam, backend="numba", cull=False), ref)
+        ranges = torch.tensor([[0, 400], [900, 1000], [2000, 3000]], dtype=torch.int64)
+        got = rasterize(mesh.vertices, mesh.faces, cam, backend="numba", ranges=ranges)
+        for a, b in zip(got, rasterize(mesh.vertices, mesh.faces, cam, backend="torch", ranges=ranges), strict=True):
+            assert torch.equal(a, b)
+    split = raster._split_ranges(np.array([[0, 5], [10, 12], [20, 27]]), 3)
+    faces = [f for part in split for a, b in part for f in range(a, b)]
+    assert faces == [*range(0, 5), 10, 11, *range(20, 27)]
+    assert [sum(int(b - a) for a, b in part) for part in split] == [4, 5, 5]

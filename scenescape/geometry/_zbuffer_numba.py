@@ -16,7 +16,7 @@ Imported only when numba is installed (``pip install scenescape[fast]``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True, nogil=True)
@@ -32,10 +32,11 @@ def _project1(verts, vi, rot, trans, fx, fy, cx, cy, near):  # pragma: no cover 
     return qx / zs * fx + cx, qy / zs * fy + cy, qz
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def project_all(verts, rot, trans, fx, fy, cx, cy, near, pu, pv, pz):  # pragma: no cover - compiled
-    """Fill the projection caches ``pu``/``pv``/``pz`` ``(N,)`` for every vertex (a vectorised loop)."""
-    for vi in range(verts.shape[0]):
+    """Fill the projection caches ``pu``/``pv``/``pz`` ``(N,)`` for every vertex (a vectorised loop, split
+    over numba's threads)."""
+    for vi in prange(verts.shape[0]):
         pu[vi], pv[vi], pz[vi] = _project1(verts, vi, rot, trans, fx, fy, cx, cy, near)
 
 
@@ -155,6 +156,35 @@ def zbuffer(verts, faces, ranges, rot, trans, fx, fy, cx, cy, near, width, heigh
                         fbuf[p] = f
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def zbuffer_parts(verts, faces, parts, rot, trans, fx, fy, cx, cy, near, width, height, cull_back,
+                  zbufs, fbufs, pu, pv, pz):  # pragma: no cover - compiled
+    """:func:`zbuffer` of ``P`` face sets at once, one per thread, merged into ``zbufs[0]``/``fbufs[0]``.
+
+    ``parts`` ``(P, R, 2)`` int64: each part's face ranges (padded with empty ranges); ``zbufs`` ``(P, H*W)``
+    float32 all inf and ``fbufs`` ``(P, H*W)`` int64 all -1 on entry. The merge keeps, per pixel, the smallest
+    ``(depth, face index)`` pair of the parts, which is what one :func:`zbuffer` over all the faces keeps (the
+    pair order is total), so the result does not depend on the split or on the threads.
+    """
+    for t in prange(parts.shape[0]):
+        zbuffer(verts, faces, parts[t], rot, trans, fx, fy, cx, cy, near, width, height, cull_back,
+                zbufs[t], fbufs[t], pu, pv, pz)
+    for i in prange(height):
+        for p in range(i * width, (i + 1) * width):
+            z = zbufs[0, p]
+            f = fbufs[0, p]
+            for t in range(1, parts.shape[0]):
+                ft = fbufs[t, p]
+                if ft < 0:
+                    continue
+                zt = zbufs[t, p]
+                if f < 0 or zt < z or (zt == z and ft < f):
+                    z = zt
+                    f = ft
+            zbufs[0, p] = z
+            fbufs[0, p] = f
+
+
 @njit(cache=True, nogil=True)
 def block_bounds(verts, faces, start, block, lo, hi):  # pragma: no cover - compiled
     """Axis-aligned bounds ``lo``/``hi`` ``(B, 3)`` of the vertices of faces ``[start + b*block, ...)``."""
@@ -176,7 +206,7 @@ def block_bounds(verts, faces, start, block, lo, hi):  # pragma: no cover - comp
                         hi[b, c] = x
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def decode(fbuf, faces, colors, pu, pv, pz, width, bary, depth, rgb):  # pragma: no cover - compiled
     """Perspective-correct barycentrics, depth and colour of the winning face at each covered pixel.
 
@@ -188,7 +218,7 @@ def decode(fbuf, faces, colors, pu, pv, pz, width, bary, depth, rgb):  # pragma:
     half = f32(0.5)
     zero = f32(0.0)
     one = f32(1.0)
-    for p in range(fbuf.shape[0]):
+    for p in prange(fbuf.shape[0]):  # pixels are independent: split over numba's threads
         f = fbuf[p]
         if f < 0:
             continue

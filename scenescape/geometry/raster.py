@@ -364,12 +364,49 @@ def _raster(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: floa
     return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w), rgb
 
 
+_PARALLEL_FACES = 200_000  # kept faces from which the compiled z-buffer splits the faces over numba's threads
+
+
+def _numba_threads() -> int:
+    """numba's thread count (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``): the compiled z-buffer, decode and
+    projection split their work over these threads (1 = serial; the output is the same either way)."""
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def _split_ranges(ranges: Any, parts: int) -> Any:
+    """``(R, 2)`` int64 face ranges -> ``(parts, R', 2)``: ``parts`` sets of ranges with (nearly) equal face
+    counts covering the same faces, padded with empty ranges."""
+    import numpy as np
+
+    counts = ranges[:, 1] - ranges[:, 0]
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if ends.size else 0
+    out = []
+    for k in range(parts):
+        a, b = total * k // parts, total * (k + 1) // parts  # this part's share, in kept-face positions
+        rows = []
+        for r in range(ranges.shape[0]):
+            s0 = int(ends[r] - counts[r])
+            lo, hi = max(a, s0), min(b, int(ends[r]))
+            if lo < hi:
+                rows.append((int(ranges[r, 0]) + lo - s0, int(ranges[r, 0]) + hi - s0))
+        out.append(rows)
+    width = max(1, max(len(x) for x in out))
+    arr = np.zeros((parts, width, 2), np.int64)
+    for k, rows in enumerate(out):
+        if rows:
+            arr[k, :len(rows)] = rows
+    return arr
+
+
 def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: float, cull_backfaces: bool,
                   ranges: torch.Tensor | None, colors: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     import numpy as np
 
-    from scenescape.geometry._zbuffer_numba import decode, project_all, project_used, zbuffer
+    from scenescape.geometry._zbuffer_numba import decode, project_all, project_used, zbuffer, zbuffer_parts
 
     h, w = cam.height, cam.width
     rot, t = _pose(cam, torch.device("cpu"))
@@ -379,8 +416,6 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
     vn, fn = verts.contiguous().numpy(), faces.contiguous().numpy()
     rn, tn = rot.contiguous().numpy(), t.contiguous().numpy()
     intr = (f32(cam.fx), f32(cam.fy), f32(cam.cx), f32(cam.cy), f32(near))
-    zbuf = np.full(h * w, np.inf, np.float32)
-    fbuf = np.full(h * w, -1, np.int64)
     n = vn.shape[0]
     rg = ranges.contiguous().numpy()
     # vertex projections: all at once (a vectorised pass) when the kept faces use most vertices (a vertex is
@@ -392,7 +427,18 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
         project_used(vn, fn, rg, rn, tn, *intr, pu, pv, pz)
     else:
         project_all(vn, rn, tn, *intr, pu, pv, pz)
-    zbuffer(vn, fn, rg, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf, pu, pv, pz)
+    nt = _numba_threads()
+    if nt > 1 and int((rg[:, 1] - rg[:, 0]).sum()) >= _PARALLEL_FACES:
+        # one z-buffer per thread over an equal share of the faces, merged (the same result, see zbuffer_parts)
+        parts = _split_ranges(rg, nt)
+        zbufs = np.full((nt, h * w), np.inf, np.float32)
+        fbufs = np.full((nt, h * w), -1, np.int64)
+        zbuffer_parts(vn, fn, parts, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbufs, fbufs, pu, pv, pz)
+        fbuf = fbufs[0]
+    else:
+        zbuf = np.full(h * w, np.inf, np.float32)
+        fbuf = np.full(h * w, -1, np.int64)
+        zbuffer(vn, fn, rg, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf, pu, pv, pz)
     bary = np.zeros((h * w, 3), np.float32)
     depth = np.zeros(h * w, np.float32)
     cn = np.zeros((0, 3), np.float32) if colors is None else colors.float().contiguous().numpy()
@@ -486,7 +532,7 @@ def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = 
     if background is not None:
         bg = torch.as_tensor(background, dtype=torch.float32, device=device).reshape(3)
         image = torch.where(cov[..., None], image, bg)
-    else:
+    elif s > 1:  # (at s = 1 the empty pixels are 0 already: the colours are written where covered only)
         image = torch.where(cov[..., None], image, 0.0)
     return RenderOutput(image=image.clamp(0, 1), depth=depth, mask=cov, face_index=face_index, bary=bary)
 
