@@ -119,12 +119,12 @@ def stretched(points_cam: torch.Tensor, tris: torch.Tensor, opts: TriangulationO
         points_cam: ``(P, 3)`` camera-space points (OpenCV, z = depth) indexed by ``tris``.
         tris: ``(T, 3)`` int64.
     """
-    p = points_cam[tris]  # (T, 3, 3)
+    p = points_cam.index_select(0, tris.reshape(-1)).view(-1, 3, 3)  # (T, 3, 3)
     z = p[..., 2]
     zmin, zmax = min3(z), max3(z)
     rel = zmax / zmin.clamp_min(1e-12) - 1.0
     n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    r = p.mean(1)
+    r = (p[:, 0] + p[:, 1] + p[:, 2]) / 3  # = p.mean(1), bit for bit (a sum over dim 1, then / 3), faster
     cos = (n * r).sum(-1).abs() / (n.norm(dim=-1) * r.norm(dim=-1)).clamp_min(1e-30)
     return (rel > opts.max_rel_jump) | (cos < opts.min_cos)
 
