@@ -4,7 +4,8 @@ Conventions: OpenCV camera, pixel ``(row i, col j)`` is sampled at its centre ``
 depth is z-depth (0 where nothing renders). Faces are rendered two-sided by default.
 
 Algorithm (``backend="torch"``, the reference; ``backend="numba"`` runs the same arithmetic as one compiled loop
-per face, see :mod:`scenescape.geometry._zbuffer_numba`, and gives identical outputs):
+per face, split over numba's threads for large meshes, see :mod:`scenescape.geometry._zbuffer_numba`, and gives
+identical outputs):
 
 0. (``render_mesh``) frustum culling by chunk: :meth:`SceneMesh.face_chunks` gives the bounding box of each run
    of 4,096 consecutive faces (a frame's patch is a few such runs), and chunks whose box lies behind the near
@@ -427,7 +428,8 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
         project_used(vn, fn, rg, rn, tn, *intr, pu, pv, pz)
     else:
         project_all(vn, rn, tn, *intr, pu, pv, pz)
-    nt = _numba_threads()
+    # face sets: one per thread, at most 8 and at most 64 MiB of per-set buffers
+    nt = min(_numba_threads(), 8, max(1, (1 << 26) // (12 * h * w)))
     if nt > 1 and int((rg[:, 1] - rg[:, 0]).sum()) >= _PARALLEL_FACES:
         # one z-buffer per thread over an equal share of the faces, merged (the same result, see zbuffer_parts)
         parts = _split_ranges(rg, nt)
