@@ -96,12 +96,14 @@ def open3d_build_cast(mesh: SceneMesh, cam: Camera) -> tuple[float, float, np.nd
 
 
 def numba_info() -> str:
-    """numba's version and thread count (the compiled z-buffer splits its work over numba's threads)."""
+    """numba's version and the compiled z-buffer's thread count."""
     try:
         import numba
     except ImportError:
         return "no numba"
-    return f"numba {numba.__version__} with {numba.get_num_threads()} threads"
+    from scenescape.geometry.raster import _render_threads
+
+    return f"numba {numba.__version__}, render threads {_render_threads()} (SCENESCAPE_RENDER_THREADS)"
 
 
 def main() -> None:

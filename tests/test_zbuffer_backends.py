@@ -133,8 +133,8 @@ def test_numba_backend_request_is_checked():
 
 
 def test_face_sets_split_over_threads_merge_to_the_serial_result(monkeypatch):
-    # the compiled z-buffer splits the kept faces into one set per thread and merges the per-set buffers by
-    # (depth, face index): the output must not depend on the split
+    # with threads, the compiled z-buffer splits the kept faces into one set per thread and merges the per-set
+    # buffers by (depth, face index), and projects / decodes in slices: the output must not depend on the split
     from scenescape.geometry import raster
 
     mesh = _soup(1500, 3)
@@ -142,7 +142,7 @@ def test_face_sets_split_over_threads_merge_to_the_serial_result(monkeypatch):
     ref = render_mesh(mesh, cam, backend="torch", cull=False)
     monkeypatch.setattr(raster, "_PARALLEL_FACES", 0)
     for parts in (2, 3, 7):
-        monkeypatch.setattr(raster, "_numba_threads", lambda parts=parts: parts)
+        monkeypatch.setattr(raster, "_render_threads", lambda parts=parts: parts)
         _same(render_mesh(mesh, cam, backend="numba", cull=False), ref)
         ranges = torch.tensor([[0, 400], [900, 1000], [2000, 3000]], dtype=torch.int64)
         got = rasterize(mesh.vertices, mesh.faces, cam, backend="numba", ranges=ranges)
@@ -152,3 +152,15 @@ def test_face_sets_split_over_threads_merge_to_the_serial_result(monkeypatch):
     faces = [f for part in split for a, b in part for f in range(a, b)]
     assert faces == [*range(0, 5), 10, 11, *range(20, 27)]
     assert [sum(int(b - a) for a, b in part) for part in split] == [4, 5, 5]
+
+
+def test_render_threads_come_from_the_environment(monkeypatch):
+    from scenescape.geometry import raster
+
+    monkeypatch.delenv(raster.RENDER_THREADS_ENV, raising=False)
+    assert raster._render_threads() == 1  # serial by default
+    monkeypatch.setenv(raster.RENDER_THREADS_ENV, "0")
+    assert raster._render_threads() == numba.get_num_threads()
+    monkeypatch.setenv(raster.RENDER_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match=raster.RENDER_THREADS_ENV):
+        raster._render_threads()

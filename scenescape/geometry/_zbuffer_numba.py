@@ -32,11 +32,10 @@ def _project1(verts, vi, rot, trans, fx, fy, cx, cy, near):  # pragma: no cover 
     return qx / zs * fx + cx, qy / zs * fy + cy, qz
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def project_all(verts, rot, trans, fx, fy, cx, cy, near, pu, pv, pz):  # pragma: no cover - compiled
-    """Fill the projection caches ``pu``/``pv``/``pz`` ``(N,)`` for every vertex (a vectorised loop, split
-    over numba's threads)."""
-    for vi in prange(verts.shape[0]):
+    """Fill the projection caches ``pu``/``pv``/``pz`` ``(N,)`` for every vertex (a vectorised loop)."""
+    for vi in range(verts.shape[0]):
         pu[vi], pv[vi], pz[vi] = _project1(verts, vi, rot, trans, fx, fy, cx, cy, near)
 
 
@@ -206,19 +205,20 @@ def block_bounds(verts, faces, start, block, lo, hi):  # pragma: no cover - comp
                         hi[b, c] = x
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def decode(fbuf, faces, colors, pu, pv, pz, width, bary, depth, rgb):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def decode(fbuf, faces, colors, pu, pv, pz, width, p0, bary, depth, rgb):  # pragma: no cover - compiled
     """Perspective-correct barycentrics, depth and colour of the winning face at each covered pixel.
 
-    ``pu``/``pv``/``pz`` are the projection caches :func:`zbuffer` filled (every vertex of a winning face is
-    in them). The same float32 operations, in the same order, as the torch path's decode in
+    ``fbuf`` ``(P,)`` holds pixels ``p0 ... p0 + P - 1`` of the image (row-major, ``width`` wide) and ``bary``
+    ``(P, 3)``, ``depth`` ``(P,)``, ``rgb`` ``(P, 3)`` receive them; ``pu``/``pv``/``pz`` are the vertex
+    projections :func:`zbuffer` used. The same float32 operations, in the same order, as the torch path's decode in
     :func:`scenescape.geometry.raster._raster` and the colour sum of ``render_mesh``.
     """
     f32 = np.float32
     half = f32(0.5)
     zero = f32(0.0)
     one = f32(1.0)
-    for p in prange(fbuf.shape[0]):  # pixels are independent: split over numba's threads
+    for p in range(fbuf.shape[0]):
         f = fbuf[p]
         if f < 0:
             continue
@@ -234,8 +234,8 @@ def decode(fbuf, faces, colors, pu, pv, pz, width, bary, depth, rgb):  # pragma:
         z0 = pz[a0]
         z1 = pz[a1]
         z2 = pz[a2]
-        qu = f32(p % width) + half
-        qv = f32(p // width) + half
+        qu = f32((p0 + p) % width) + half
+        qv = f32((p0 + p) // width) + half
         l0 = (u2 - u1) * (qv - v1) - (v2 - v1) * (qu - u1)
         l1 = (u0 - u2) * (qv - v2) - (v0 - v2) * (qu - u2)
         l2 = (u1 - u0) * (qv - v0) - (v1 - v0) * (qu - u0)
@@ -257,3 +257,23 @@ def decode(fbuf, faces, colors, pu, pv, pz, width, bary, depth, rgb):  # pragma:
         if colors.shape[0] > 0:
             for ch in range(3):
                 rgb[p, ch] = colors[a0, ch] * b0 + colors[a1, ch] * b1 + colors[a2, ch] * b2
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def project_all_parts(verts, rot, trans, fx, fy, cx, cy, near, pu, pv, pz, parts):  # pragma: no cover - compiled
+    """:func:`project_all` split into ``parts`` slices of vertices over numba's threads."""
+    n = verts.shape[0]
+    for t in prange(parts):
+        a = n * t // parts
+        b = n * (t + 1) // parts
+        project_all(verts[a:b], rot, trans, fx, fy, cx, cy, near, pu[a:b], pv[a:b], pz[a:b])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def decode_parts(fbuf, faces, colors, pu, pv, pz, width, bary, depth, rgb, parts):  # pragma: no cover - compiled
+    """:func:`decode` split into ``parts`` bands of pixels over numba's threads (pixels are independent)."""
+    n = fbuf.shape[0]
+    for t in prange(parts):
+        a = n * t // parts
+        b = n * (t + 1) // parts
+        decode(fbuf[a:b], faces, colors, pu, pv, pz, width, a, bary[a:b], depth[a:b], rgb[a:b])

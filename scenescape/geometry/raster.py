@@ -4,7 +4,7 @@ Conventions: OpenCV camera, pixel ``(row i, col j)`` is sampled at its centre ``
 depth is z-depth (0 where nothing renders). Faces are rendered two-sided by default.
 
 Algorithm (``backend="torch"``, the reference; ``backend="numba"`` runs the same arithmetic as one compiled loop
-per face, split over numba's threads for large meshes, see :mod:`scenescape.geometry._zbuffer_numba`, and gives
+per face (split over threads for large renders with ``SCENESCAPE_RENDER_THREADS``), see :mod:`scenescape.geometry._zbuffer_numba`, and gives
 identical outputs):
 
 0. (``render_mesh``) frustum culling by chunk: :meth:`SceneMesh.face_chunks` gives the bounding box of each run
@@ -365,15 +365,25 @@ def _raster(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: floa
     return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w), rgb
 
 
-_PARALLEL_FACES = 200_000  # kept faces from which the compiled z-buffer splits the faces over numba's threads
+_PARALLEL_FACES = 200_000  # kept faces from which the compiled z-buffer may split its work over threads
+RENDER_THREADS_ENV = "SCENESCAPE_RENDER_THREADS"
 
 
-def _numba_threads() -> int:
-    """numba's thread count (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``): the compiled z-buffer, decode and
-    projection split their work over these threads (1 = serial; the output is the same either way)."""
+def _render_threads() -> int:
+    """Threads for the compiled z-buffer, decode and projection: ``SCENESCAPE_RENDER_THREADS`` (default 1;
+    0 = numba's thread count, ``NUMBA_NUM_THREADS``). The output is the same for any count. One by default:
+    on a machine shared with other jobs (or a pipeline that already runs one process per core) an even split
+    waits for the slowest thread and was measured slower than one thread."""
+    import os
+
     import numba
 
-    return int(numba.get_num_threads())
+    try:
+        n = int(os.environ.get(RENDER_THREADS_ENV, "1"))
+    except ValueError as e:
+        raise InputError(f"{RENDER_THREADS_ENV} must be an integer (0 = numba's thread count), got "
+                         f"{os.environ[RENDER_THREADS_ENV]!r}") from e
+    return int(numba.get_num_threads()) if n <= 0 else min(n, int(numba.get_num_threads()))
 
 
 def _split_ranges(ranges: Any, parts: int) -> Any:
@@ -407,7 +417,15 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     import numpy as np
 
-    from scenescape.geometry._zbuffer_numba import decode, project_all, project_used, zbuffer, zbuffer_parts
+    from scenescape.geometry._zbuffer_numba import (
+        decode,
+        decode_parts,
+        project_all,
+        project_all_parts,
+        project_used,
+        zbuffer,
+        zbuffer_parts,
+    )
 
     h, w = cam.height, cam.width
     rot, t = _pose(cam, torch.device("cpu"))
@@ -424,13 +442,17 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
     lazy = 3 * int((rg[:, 1] - rg[:, 0]).sum()) < n
     pu, pv = np.empty(n, np.float32), np.empty(n, np.float32)
     pz = np.full(n, np.nan, np.float32) if lazy else np.empty(n, np.float32)
+    # threads: only for large renders; face sets: one per thread, at most 8 and at most 64 MiB of buffers
+    nt = min(_render_threads(), 8, max(1, (1 << 26) // (12 * h * w)))
+    if int((rg[:, 1] - rg[:, 0]).sum()) < _PARALLEL_FACES:
+        nt = 1
     if lazy:
         project_used(vn, fn, rg, rn, tn, *intr, pu, pv, pz)
+    elif nt > 1:
+        project_all_parts(vn, rn, tn, *intr, pu, pv, pz, nt)
     else:
         project_all(vn, rn, tn, *intr, pu, pv, pz)
-    # face sets: one per thread, at most 8 and at most 64 MiB of per-set buffers
-    nt = min(_numba_threads(), 8, max(1, (1 << 26) // (12 * h * w)))
-    if nt > 1 and int((rg[:, 1] - rg[:, 0]).sum()) >= _PARALLEL_FACES:
+    if nt > 1:
         # one z-buffer per thread over an equal share of the faces, merged (the same result, see zbuffer_parts)
         parts = _split_ranges(rg, nt)
         zbufs = np.full((nt, h * w), np.inf, np.float32)
@@ -445,7 +467,10 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
     depth = np.zeros(h * w, np.float32)
     cn = np.zeros((0, 3), np.float32) if colors is None else colors.float().contiguous().numpy()
     rgb = np.zeros((h * w, 3), np.float32)
-    decode(fbuf, fn, cn, pu, pv, pz, int(w), bary, depth, rgb)
+    if nt > 1:
+        decode_parts(fbuf, fn, cn, pu, pv, pz, int(w), bary, depth, rgb, nt)
+    else:
+        decode(fbuf, fn, cn, pu, pv, pz, int(w), 0, bary, depth, rgb)
     return (torch.from_numpy(fbuf).view(h, w), torch.from_numpy(bary).view(h, w, 3), torch.from_numpy(depth).view(h, w),
             None if colors is None else torch.from_numpy(rgb))
 
