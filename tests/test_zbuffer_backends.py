@@ -160,7 +160,7 @@ def test_render_threads_come_from_the_environment(monkeypatch):
     monkeypatch.delenv(raster.RENDER_THREADS_ENV, raising=False)
     assert raster._render_threads() == 1  # serial by default
     monkeypatch.setenv(raster.RENDER_THREADS_ENV, "0")
-    assert raster._render_threads() == numba.get_num_threads()
+    assert raster._render_threads() == numba.config.NUMBA_NUM_THREADS
     monkeypatch.setenv(raster.RENDER_THREADS_ENV, "many")
     with pytest.raises(ValueError, match=raster.RENDER_THREADS_ENV):
         raster._render_threads()

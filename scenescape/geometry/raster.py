@@ -383,7 +383,12 @@ def _render_threads() -> int:
     except ValueError as e:
         raise InputError(f"{RENDER_THREADS_ENV} must be an integer (0 = numba's thread count), got "
                          f"{os.environ[RENDER_THREADS_ENV]!r}") from e
-    return int(numba.get_num_threads()) if n <= 0 else min(n, int(numba.get_num_threads()))
+    if n == 1:
+        return 1
+    # the configured count: numba.get_num_threads() would start numba's thread pool, whose OpenMP layer also
+    # resets the OpenMP thread count of torch in the same process
+    most = int(numba.config.NUMBA_NUM_THREADS)
+    return most if n <= 0 else min(n, most)
 
 
 def _split_ranges(ranges: Any, parts: int) -> Any:
