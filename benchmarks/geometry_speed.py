@@ -95,6 +95,17 @@ def open3d_build_cast(mesh: SceneMesh, cam: Camera) -> tuple[float, float, np.nd
     return t1 - t0, time.perf_counter() - t1, np.isfinite(hit)
 
 
+def numba_info() -> str:
+    """numba's version and the compiled z-buffer's thread count."""
+    try:
+        import numba
+    except ImportError:
+        return "no numba"
+    from scenescape.geometry.raster import _render_threads
+
+    return f"numba {numba.__version__}, render threads {_render_threads()} (SCENESCAPE_RENDER_THREADS)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=6)
@@ -174,7 +185,7 @@ def main() -> None:
             f"`python benchmarks/geometry_speed.py --frames {args.frames} --size {args.size} --threads {args.threads} "
             f"--backend {args.backend}` "
             f"on {machine}, load average before the run {load0}, "
-            f"nproc={nproc}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"nproc={nproc}, torch {torch.__version__} with {torch.get_num_threads()} threads, {numba_info()}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, device {dev}. "
             f"Mesh of {rows[0]['faces']:,} faces at frame 1 (grows as frames are stitched on), "
             f"{args.size}x{args.size}, fx={args.focal:g}, {len(rows)} frames, forward motion with yaw. "

@@ -105,3 +105,15 @@ def test_bad_intrinsics_raise():
     with pytest.raises(ValueError, match="depth"):
         unproject(torch.ones(5, 5), Camera(10.0, 10.0, 5.0, 5.0, 10, 10))
     assert math.isclose(Camera(10.0, 10.0, 5.0, 5.0, 10, 10).fov_y, 2 * math.degrees(math.atan(0.5)))
+
+
+def test_rays_and_unprojection_equal_the_pixel_grid_formula_exactly():
+    g = torch.Generator().manual_seed(0)
+    for cam in (Camera(50.0, 50.0, 16, 12, 32, 24), Camera(33.3, 40.7, 10.3, 7.7, 21, 15)):
+        uv = pixel_grid(cam.height, cam.width)
+        x = (uv[..., 0] - cam.cx) / cam.fx
+        y = (uv[..., 1] - cam.cy) / cam.fy
+        rays = torch.stack([x, y, torch.ones_like(x)], dim=-1)
+        assert torch.equal(camera_rays(cam), rays)
+        d = torch.rand(cam.height, cam.width, generator=g) * 5 + 0.1
+        assert torch.equal(unproject(d, cam, world=False), rays * d[..., None])

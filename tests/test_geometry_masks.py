@@ -104,6 +104,22 @@ def test_morphology_basics():
         dilate_mask(m, 2)
 
 
+def test_dilation_is_the_square_window_any_on_random_masks():
+    # brute force: a pixel is set when any pixel of its k x k window (clipped to the image) is
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((1, 1), (1, 6), (7, 1), (5, 8), (13, 9)):
+        for p in (0.05, 0.3):
+            m = torch.rand(h, w, generator=g) < p
+            for k in (1, 3, 5, 7, 9, 15):
+                r = k // 2
+                ref = torch.zeros_like(m)
+                for i in range(h):
+                    for j in range(w):
+                        ref[i, j] = m[max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].any()
+                got = dilate_mask(m, k)
+                assert torch.equal(got, ref), (h, w, p, k)
+
+
 def test_sliver_mask_is_what_opening_removes():
     m = torch.zeros(16, 16, dtype=torch.bool)
     m[2:8, 2:8] = True  # body: kept by the opening

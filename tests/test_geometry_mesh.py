@@ -327,3 +327,21 @@ def test_grazing_and_relative_jump_filters_follow_their_options():
     assert float(cos.min()) >= 0.04
     z = p[..., 2]
     assert float((z.amax(1) / z.amin(1)).max()) <= 1.1
+
+
+def test_quads_restricted_to_the_needed_pixels_give_the_same_triangles_in_the_same_order():
+    from scenescape.geometry.triangulate import quad_triangles
+
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((1, 5), (2, 2), (3, 7), (16, 9), (40, 33)):
+        for p in (0.3, 0.9, 1.0):
+            valid = torch.rand(h, w, generator=g) < p
+            z = torch.rand(h, w, generator=g)
+            for pn in (0.0, 0.05, 0.5, 1.0):
+                need = torch.rand(h, w, generator=g) < pn
+                full = quad_triangles(valid, z)
+                full = full[need.reshape(-1)[full].any(1)]
+                got = quad_triangles(valid, z, need)
+                assert torch.equal(got[need.reshape(-1)[got].any(1)], full), (h, w, p, pn)
+                if pn == 1.0:
+                    assert torch.equal(got, quad_triangles(valid, z))

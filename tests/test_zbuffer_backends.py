@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scenescape import Camera, SceneMesh, render_mesh
-from scenescape.geometry.raster import frustum_ranges
+from scenescape.geometry.raster import frustum_ranges, rasterize
 
 numba = pytest.importorskip("numba", reason="the compiled z-buffer is optional (pip install scenescape[fast])")
 
@@ -55,6 +55,22 @@ def test_numba_zbuffer_is_bit_identical_to_torch(seed):
     # supersampling and the default backend go through the same path
     cam = _cam(1)
     _same(render_mesh(mesh, cam, supersample=2), render_mesh(mesh, cam, supersample=2, backend="torch", cull=False))
+
+
+def test_numba_face_ranges_match_torch_whether_few_or_most_faces_are_kept():
+    # few faces kept: the compiled path projects only their vertices; most kept: all vertices in one pass
+    mesh = _soup(1200, 2)
+    cam = _cam(1)
+    for rg in ([[0, 100], [700, 760]], [[0, 1500], [1600, 2400]]):
+        ranges = torch.tensor(rg, dtype=torch.int64)
+        ref = rasterize(mesh.vertices, mesh.faces, cam, backend="torch", ranges=ranges)
+        got = rasterize(mesh.vertices, mesh.faces, cam, backend="numba", ranges=ranges)
+        assert (ref[0] >= 0).any()
+        for a, b in zip(got, ref, strict=True):
+            assert torch.equal(a, b)
+        # faces outside the ranges are not drawn
+        fi = ref[0][ref[0] >= 0]
+        assert bool(((fi < rg[0][1]) | ((fi >= rg[1][0]) & (fi < rg[1][1]))).all())
 
 
 def _rgbd_mesh(cam: Camera) -> SceneMesh:
@@ -114,3 +130,37 @@ def test_numba_backend_request_is_checked():
     with pytest.raises(ValueError, match="backend"):
         render_mesh(mesh, _cam(0), backend="embree")
     assert np.isfinite(render_mesh(mesh, _cam(0), backend="numba").depth.numpy()).all()
+
+
+def test_face_sets_split_over_threads_merge_to_the_serial_result(monkeypatch):
+    # with threads, the compiled z-buffer splits the kept faces into one set per thread and merges the per-set
+    # buffers by (depth, face index), and projects / decodes in slices: the output must not depend on the split
+    from scenescape.geometry import raster
+
+    mesh = _soup(1500, 3)
+    cam = _cam(2)
+    ref = render_mesh(mesh, cam, backend="torch", cull=False)
+    monkeypatch.setattr(raster, "_PARALLEL_FACES", 0)
+    for parts in (2, 3, 7):
+        monkeypatch.setattr(raster, "_render_threads", lambda parts=parts: parts)
+        _same(render_mesh(mesh, cam, backend="numba", cull=False), ref)
+        ranges = torch.tensor([[0, 400], [900, 1000], [2000, 3000]], dtype=torch.int64)
+        got = rasterize(mesh.vertices, mesh.faces, cam, backend="numba", ranges=ranges)
+        for a, b in zip(got, rasterize(mesh.vertices, mesh.faces, cam, backend="torch", ranges=ranges), strict=True):
+            assert torch.equal(a, b)
+    split = raster._split_ranges(np.array([[0, 5], [10, 12], [20, 27]]), 3)
+    faces = [f for part in split for a, b in part for f in range(a, b)]
+    assert faces == [*range(0, 5), 10, 11, *range(20, 27)]
+    assert [sum(int(b - a) for a, b in part) for part in split] == [4, 5, 5]
+
+
+def test_render_threads_come_from_the_environment(monkeypatch):
+    from scenescape.geometry import raster
+
+    monkeypatch.delenv(raster.RENDER_THREADS_ENV, raising=False)
+    assert raster._render_threads() == 1  # serial by default
+    monkeypatch.setenv(raster.RENDER_THREADS_ENV, "0")
+    assert raster._render_threads() == numba.config.NUMBA_NUM_THREADS
+    monkeypatch.setenv(raster.RENDER_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match=raster.RENDER_THREADS_ENV):
+        raster._render_threads()

@@ -28,13 +28,32 @@ def _check_kernel(kernel: int) -> int:
     return k
 
 
+def _dilate_1d(m: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """``any`` over a centred window of ``k`` along ``dim`` of a ``(H, W)`` bool mask (False outside): ORs of
+    shifted copies, doubling the window (``log2 k`` + 1 ORs)."""
+    n = m.shape[dim]
+    r = k // 2
+    shape = list(m.shape)
+    shape[dim] = n + 2 * r
+    a = torch.zeros(shape, dtype=torch.bool, device=m.device)
+    a.narrow(dim, r, n).copy_(m)
+    s = 1  # a[i] = any(padded[i : i + s]) along dim
+    while 2 * s <= k:
+        a = a.narrow(dim, 0, a.shape[dim] - s) | a.narrow(dim, s, a.shape[dim] - s)
+        s *= 2
+    return a.narrow(dim, 0, n) | a.narrow(dim, k - s, n)
+
+
 def dilate_mask(mask: Any, kernel: int = 3) -> torch.Tensor:
-    """``(H, W)`` bool dilation with a ``kernel x kernel`` square (pixels outside the image count as False)."""
+    """``(H, W)`` bool dilation with a ``kernel x kernel`` square (pixels outside the image count as False).
+
+    Separable: rows, then columns, each as ORs of shifted copies (exact, and several times faster than a
+    float max-pool on the CPU)."""
     m = _as_mask(mask)
     k = _check_kernel(kernel)
-    if k == 1:
+    if k == 1 or m.numel() == 0:
         return m.clone()
-    return F.max_pool2d(m[None, None].float(), k, stride=1, padding=k // 2)[0, 0] > 0.5
+    return _dilate_1d(_dilate_1d(m, k, 1), k, 0)
 
 
 def erode_mask(mask: Any, kernel: int = 3) -> torch.Tensor:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from scenescape.errors import InputError
 from scenescape.geometry.camera import Camera
 from scenescape.geometry.masks import dilate_mask
 from scenescape.geometry.projection import unproject
-from scenescape.geometry.triangulate import TriangulationOptions, grid_triangles
+from scenescape.geometry.triangulate import TriangulationOptions, grid_triangles, max3, min3
 
 
 @dataclass
@@ -64,12 +65,12 @@ def _check_image(image: Any, cam: Camera, device: torch.device) -> torch.Tensor:
     if not img.is_floating_point():
         raise InputError(f"image must be float in [0, 1] (or uint8), got dtype {img.dtype}")
     img = img.float()
-    if not torch.isfinite(img).all():
+    lo, hi = (float(x) for x in torch.aminmax(img))  # NaN if any value is NaN, +-inf if any is infinite
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError("image contains NaN or infinite values")
-    lo, hi = float(img.min()), float(img.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise InputError(f"image values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
-    return img.clamp(0, 1)
+    return img if lo >= 0 and hi <= 1 else img.clamp(0, 1)
 
 
 def _check_mask(mask: Any, cam: Camera, device: torch.device) -> torch.Tensor:
@@ -94,12 +95,12 @@ def _check_depth(depth: Any, cam: Camera, mask: torch.Tensor, device: torch.devi
         raise InputError(f"depth must have shape (H, W) = ({h}, {w}) to match the camera, got {tuple(d.shape)}")
     if not (d.is_floating_point() or d.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
         raise InputError(f"depth must be numeric, got dtype {d.dtype}")
-    d = d.float()
-    dm = d[mask]
-    if not torch.isfinite(dm).all():
+    d = torch.where(mask, d.float(), 1.0)  # 1 outside the mask (not used there; keeps the checks to the mask)
+    lo, hi = (float(x) for x in torch.aminmax(d))  # NaN if any value is NaN, +-inf if any is infinite
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError("depth has NaN or infinite values inside the mask; depth must be finite z-depth > 0")
-    if (dm <= 0).any():
-        raise InputError(f"depth has {int((dm <= 0).sum())} non-positive values inside the mask; "
+    if lo <= 0:
+        raise InputError(f"depth has {int((d <= 0).sum())} non-positive values inside the mask; "
                          "depth must be z-depth > 0 wherever pixels are added")
     return d
 
@@ -242,8 +243,8 @@ class SceneMesh:
         n = f.shape[0]
         p = self.vertices.index_select(0, f.reshape(-1)).view(n, 3, 3).cpu()
         pad = count * k - n
-        lo = p.amin(1)
-        hi = p.amax(1)
+        lo = min3(p)
+        hi = max3(p)
         if pad:
             lo = torch.cat([lo, lo[-1:].expand(pad, 3)])
             hi = torch.cat([hi, hi[-1:].expand(pad, 3)])
@@ -343,29 +344,29 @@ class SceneMesh:
                 raise InputError("render.face_index refers to faces this mesh does not have; "
                                  "render the mesh at this camera again")
         # ---- all input checked; nothing below raises on user input
-        d = torch.where(m, d, torch.ones_like(d))
-        pts_cam = unproject(d, cam, world=False)  # (H, W, 3)
+        pts_cam = unproject(d, cam, world=False)  # (H, W, 3); d is 1 outside the mask
         valid = m.clone()
         vid = torch.full((h, w), -1, dtype=torch.int64, device=device)
         seam = 0
         if self.num_faces > 0:
             ring = dilate_mask(m, 3) & ~m & (fi >= 0)
-            if ring.any():
-                rf = fi[ring]
-                rb = render.bary.to(device)[ring]
+            rp = ring.reshape(-1).nonzero().squeeze(1)  # flat ring pixels
+            if rp.numel():
+                rf = fi.reshape(-1).index_select(0, rp)
+                rb = render.bary.to(device).reshape(-1, 3).index_select(0, rp)
                 rv = self.faces[rf].gather(1, rb.argmax(1, keepdim=True)).squeeze(1)
                 w2c = cam.world_to_camera.to(device)
                 pc = self.vertices[rv] @ w2c[:3, :3].T + w2c[:3, 3]
                 ok = pc[:, 2] > 0
-                ring_idx = ring.nonzero()[ok]
-                pts_cam[ring_idx[:, 0], ring_idx[:, 1]] = pc[ok]
-                vid[ring_idx[:, 0], ring_idx[:, 1]] = rv[ok]
-                valid[ring_idx[:, 0], ring_idx[:, 1]] = True
+                rp = rp[ok]
+                pts_cam.view(-1, 3)[rp] = pc[ok]
+                vid.view(-1)[rp] = rv[ok]
+                valid.view(-1)[rp] = True
         tris, dropped = grid_triangles(pts_cam, valid, m, topts)  # flat pixel ids
         if tris.shape[0] > 1:
             # faces in raster order of their first pixel, so that a run of consecutive faces is a compact band
             # of rows (the chunks that frustum culling skips; see face_chunks)
-            tris = tris.index_select(0, torch.argsort(tris.amin(1), stable=True))
+            tris = tris.index_select(0, torch.argsort(min3(tris), stable=True))
         flat_new = m.reshape(-1)
         # keep only new vertices that some face uses
         used = torch.zeros(h * w, dtype=torch.bool, device=device)

@@ -29,12 +29,22 @@ def pixel_grid(height: int, width: int, device: Any = None, dtype: torch.dtype =
     return torch.stack([u, v], dim=-1)
 
 
+def _ray_axes(camera: Camera, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` ``(W,)`` and ``y`` ``(H,)`` of the z = 1 rays: a ray's x depends on its column only, y on its row
+    (the same float32 values as computed on the full pixel grid)."""
+    x = (torch.arange(camera.width, device=device, dtype=torch.float32) + 0.5 - camera.cx) / camera.fx
+    y = (torch.arange(camera.height, device=device, dtype=torch.float32) + 0.5 - camera.cy) / camera.fy
+    return x, y
+
+
 def camera_rays(camera: Camera, device: Any = None) -> torch.Tensor:
     """``(H, W, 3)`` camera-space ray directions with z = 1 (so ``point = ray * depth``)."""
-    uv = pixel_grid(camera.height, camera.width, device=device)
-    x = (uv[..., 0] - camera.cx) / camera.fx
-    y = (uv[..., 1] - camera.cy) / camera.fy
-    return torch.stack([x, y, torch.ones_like(x)], dim=-1)
+    x, y = _ray_axes(camera, device)
+    rays = torch.empty(camera.height, camera.width, 3, device=device)
+    rays[..., 0] = x
+    rays[..., 1] = y[:, None]
+    rays[..., 2] = 1.0
+    return rays
 
 
 def transform_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -57,7 +67,11 @@ def unproject(depth: Any, camera: Camera, world: bool = True) -> torch.Tensor:
     d = as_tensor(depth)
     if d.shape != (camera.height, camera.width):
         raise InputError(f"depth has shape {tuple(d.shape)}, but the camera is {camera.height}x{camera.width} (H, W)")
-    pts = camera_rays(camera, device=d.device) * d[..., None]
+    x, y = _ray_axes(camera, d.device)  # point = ray * depth, written per coordinate (no (H, W, 3) ray grid)
+    pts = torch.empty(*d.shape, 3, device=d.device)
+    torch.mul(x, d, out=pts[..., 0])
+    torch.mul(y[:, None], d, out=pts[..., 1])
+    pts[..., 2] = d
     if world:
         pts = transform_points(pts, camera.camera_to_world)
     return pts

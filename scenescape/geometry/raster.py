@@ -4,7 +4,8 @@ Conventions: OpenCV camera, pixel ``(row i, col j)`` is sampled at its centre ``
 depth is z-depth (0 where nothing renders). Faces are rendered two-sided by default.
 
 Algorithm (``backend="torch"``, the reference; ``backend="numba"`` runs the same arithmetic as one compiled loop
-per face, see :mod:`scenescape.geometry._zbuffer_numba`, and gives identical outputs):
+per face (split over threads for large renders with ``SCENESCAPE_RENDER_THREADS``), see :mod:`scenescape.geometry._zbuffer_numba`, and gives
+identical outputs):
 
 0. (``render_mesh``) frustum culling by chunk: :meth:`SceneMesh.face_chunks` gives the bounding box of each run
    of 4,096 consecutive faces (a frame's patch is a few such runs), and chunks whose box lies behind the near
@@ -364,12 +365,72 @@ def _raster(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, near: floa
     return face_index.view(h, w), bary.view(h, w, 3), depth.view(h, w), rgb
 
 
+_PARALLEL_FACES = 200_000  # kept faces from which the compiled z-buffer may split its work over threads
+RENDER_THREADS_ENV = "SCENESCAPE_RENDER_THREADS"
+
+
+def _render_threads() -> int:
+    """Threads for the compiled z-buffer, decode and projection: ``SCENESCAPE_RENDER_THREADS`` (default 1;
+    0 = numba's thread count, ``NUMBA_NUM_THREADS``). The output is the same for any count. One by default:
+    on a machine shared with other jobs (or a pipeline that already runs one process per core) an even split
+    waits for the slowest thread and was measured slower than one thread."""
+    import os
+
+    import numba
+
+    try:
+        n = int(os.environ.get(RENDER_THREADS_ENV, "1"))
+    except ValueError as e:
+        raise InputError(f"{RENDER_THREADS_ENV} must be an integer (0 = numba's thread count), got "
+                         f"{os.environ[RENDER_THREADS_ENV]!r}") from e
+    if n == 1:
+        return 1
+    # the configured count: numba.get_num_threads() would start numba's thread pool, whose OpenMP layer also
+    # resets the OpenMP thread count of torch in the same process
+    most = int(numba.config.NUMBA_NUM_THREADS)
+    return most if n <= 0 else min(n, most)
+
+
+def _split_ranges(ranges: Any, parts: int) -> Any:
+    """``(R, 2)`` int64 face ranges -> ``(parts, R', 2)``: ``parts`` sets of ranges with (nearly) equal face
+    counts covering the same faces, padded with empty ranges."""
+    import numpy as np
+
+    counts = ranges[:, 1] - ranges[:, 0]
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if ends.size else 0
+    out = []
+    for k in range(parts):
+        a, b = total * k // parts, total * (k + 1) // parts  # this part's share, in kept-face positions
+        rows = []
+        for r in range(ranges.shape[0]):
+            s0 = int(ends[r] - counts[r])
+            lo, hi = max(a, s0), min(b, int(ends[r]))
+            if lo < hi:
+                rows.append((int(ranges[r, 0]) + lo - s0, int(ranges[r, 0]) + hi - s0))
+        out.append(rows)
+    width = max(1, max(len(x) for x in out))
+    arr = np.zeros((parts, width, 2), np.int64)
+    for k, rows in enumerate(out):
+        if rows:
+            arr[k, :len(rows)] = rows
+    return arr
+
+
 def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: float, cull_backfaces: bool,
                   ranges: torch.Tensor | None, colors: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     import numpy as np
 
-    from scenescape.geometry._zbuffer_numba import decode, zbuffer
+    from scenescape.geometry._zbuffer_numba import (
+        decode,
+        decode_parts,
+        project_all,
+        project_all_parts,
+        project_used,
+        zbuffer,
+        zbuffer_parts,
+    )
 
     h, w = cam.height, cam.width
     rot, t = _pose(cam, torch.device("cpu"))
@@ -379,14 +440,42 @@ def _raster_numba(verts: torch.Tensor, faces: torch.Tensor, cam: Camera, near: f
     vn, fn = verts.contiguous().numpy(), faces.contiguous().numpy()
     rn, tn = rot.contiguous().numpy(), t.contiguous().numpy()
     intr = (f32(cam.fx), f32(cam.fy), f32(cam.cx), f32(cam.cy), f32(near))
-    zbuf = np.full(h * w, np.inf, np.float32)
-    fbuf = np.full(h * w, -1, np.int64)
-    zbuffer(vn, fn, ranges.contiguous().numpy(), rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf)
+    n = vn.shape[0]
+    rg = ranges.contiguous().numpy()
+    # vertex projections: all at once (a vectorised pass) when the kept faces use most vertices (a vertex is
+    # shared by about six faces), else each on first use, so that the cost follows the visible part
+    lazy = 3 * int((rg[:, 1] - rg[:, 0]).sum()) < n
+    pu, pv = np.empty(n, np.float32), np.empty(n, np.float32)
+    pz = np.full(n, np.nan, np.float32) if lazy else np.empty(n, np.float32)
+    # threads: only for large renders; face sets: one per thread, at most 8 and at most 64 MiB of buffers
+    nt = min(_render_threads(), 8, max(1, (1 << 26) // (12 * h * w)))
+    if int((rg[:, 1] - rg[:, 0]).sum()) < _PARALLEL_FACES:
+        nt = 1
+    if lazy:
+        project_used(vn, fn, rg, rn, tn, *intr, pu, pv, pz)
+    elif nt > 1:
+        project_all_parts(vn, rn, tn, *intr, pu, pv, pz, nt)
+    else:
+        project_all(vn, rn, tn, *intr, pu, pv, pz)
+    if nt > 1:
+        # one z-buffer per thread over an equal share of the faces, merged (the same result, see zbuffer_parts)
+        parts = _split_ranges(rg, nt)
+        zbufs = np.full((nt, h * w), np.inf, np.float32)
+        fbufs = np.full((nt, h * w), -1, np.int64)
+        zbuffer_parts(vn, fn, parts, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbufs, fbufs, pu, pv, pz)
+        fbuf = fbufs[0]
+    else:
+        zbuf = np.full(h * w, np.inf, np.float32)
+        fbuf = np.full(h * w, -1, np.int64)
+        zbuffer(vn, fn, rg, rn, tn, *intr, int(w), int(h), bool(cull_backfaces), zbuf, fbuf, pu, pv, pz)
     bary = np.zeros((h * w, 3), np.float32)
     depth = np.zeros(h * w, np.float32)
     cn = np.zeros((0, 3), np.float32) if colors is None else colors.float().contiguous().numpy()
     rgb = np.zeros((h * w, 3), np.float32)
-    decode(fbuf, vn, fn, cn, rn, tn, *intr, int(w), bary, depth, rgb)
+    if nt > 1:
+        decode_parts(fbuf, fn, cn, pu, pv, pz, int(w), bary, depth, rgb, nt)
+    else:
+        decode(fbuf, fn, cn, pu, pv, pz, int(w), 0, bary, depth, rgb)
     return (torch.from_numpy(fbuf).view(h, w), torch.from_numpy(bary).view(h, w, 3), torch.from_numpy(depth).view(h, w),
             None if colors is None else torch.from_numpy(rgb))
 
@@ -475,7 +564,7 @@ def render_mesh(mesh: Any, cam: Camera, supersample: int = 1, background: Any = 
     if background is not None:
         bg = torch.as_tensor(background, dtype=torch.float32, device=device).reshape(3)
         image = torch.where(cov[..., None], image, bg)
-    else:
+    elif s > 1:  # (at s = 1 the empty pixels are 0 already: the colours are written where covered only)
         image = torch.where(cov[..., None], image, 0.0)
     return RenderOutput(image=image.clamp(0, 1), depth=depth, mask=cov, face_index=face_index, bary=bary)
 

@@ -56,24 +56,48 @@ class TriangulationOptions:
         return out
 
 
-def quad_triangles(valid: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def min3(x: torch.Tensor) -> torch.Tensor:
+    """``(T, 3, ...)`` -> ``(T, ...)``: the minimum over dim 1 as two element-wise minimums (the same values as
+    ``x.amin(1)``, NaN included, and many times faster on the CPU for a dim of size 3)."""
+    return torch.minimum(torch.minimum(x[:, 0], x[:, 1]), x[:, 2])
+
+
+def max3(x: torch.Tensor) -> torch.Tensor:
+    """``(T, 3, ...)`` -> ``(T, ...)``: the maximum over dim 1, as :func:`min3`."""
+    return torch.maximum(torch.maximum(x[:, 0], x[:, 1]), x[:, 2])
+
+
+def quad_triangles(valid: torch.Tensor, z: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
     """Candidate triangles of a pixel grid.
 
     Args:
         valid: ``(H, W)`` bool, pixels that have a vertex.
         z: ``(H, W)`` depth used to choose the quad diagonal (smaller ``|z_a - z_d|`` vs ``|z_b - z_c|``).
+        need: optional ``(H, W)`` bool: only the quads with a corner in ``need`` are triangulated (no triangle
+            of another quad touches ``need``); the triangles of those quads are the same, in the same order.
 
     Returns:
-        ``(T, 3)`` int64 flat pixel indices ``i * W + j``, counter-clockwise in the image (y down).
+        ``(T, 3)`` int64 flat pixel indices ``i * W + j``, counter-clockwise in the image (y down): the
+        triangles of each kind below in raster order of their quads, one kind after the other.
     """
     h, w = valid.shape
     device = valid.device
     if h < 2 or w < 2:
         return torch.zeros(0, 3, dtype=torch.int64, device=device)
-    idx = torch.arange(h * w, device=device).view(h, w)
-    va, vb, vc, vd = valid[:-1, :-1], valid[:-1, 1:], valid[1:, :-1], valid[1:, 1:]
-    za, zb, zc, zd = z[:-1, :-1], z[:-1, 1:], z[1:, :-1], z[1:, 1:]
-    ia, ib, ic, id_ = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    if need is None:
+        idx = torch.arange(h * w, device=device).view(h, w)
+        ia, ib, ic, id_ = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+        va, vb, vc, vd = valid[:-1, :-1], valid[:-1, 1:], valid[1:, :-1], valid[1:, 1:]
+        za, zb, zc, zd = z[:-1, :-1], z[:-1, 1:], z[1:, :-1], z[1:, 1:]
+    else:
+        touch = need[:-1, :-1] | need[:-1, 1:] | need[1:, :-1] | need[1:, 1:]
+        q = touch.reshape(-1).nonzero().squeeze(1)  # quads (top-left corners), raster order
+        ia = q + torch.div(q, w - 1, rounding_mode="floor")  # = i * W + j for quad i * (W - 1) + j
+        ib, ic = ia + 1, ia + w
+        id_ = ic + 1
+        vf, zf = valid.reshape(-1), z.reshape(-1)
+        va, vb, vc, vd = (vf.index_select(0, t) for t in (ia, ib, ic, id_))
+        za, zb, zc, zd = (zf.index_select(0, t) for t in (ia, ib, ic, id_))
     use_ad = (za - zd).abs() <= (zb - zc).abs()
     t_acd = va & vc & vd & (use_ad | ~vb)
     t_adb = va & vd & vb & (use_ad | ~vc)
@@ -95,12 +119,12 @@ def stretched(points_cam: torch.Tensor, tris: torch.Tensor, opts: TriangulationO
         points_cam: ``(P, 3)`` camera-space points (OpenCV, z = depth) indexed by ``tris``.
         tris: ``(T, 3)`` int64.
     """
-    p = points_cam[tris]  # (T, 3, 3)
+    p = points_cam.index_select(0, tris.reshape(-1)).view(-1, 3, 3)  # (T, 3, 3)
     z = p[..., 2]
-    zmin, zmax = z.amin(1), z.amax(1)
+    zmin, zmax = min3(z), max3(z)
     rel = zmax / zmin.clamp_min(1e-12) - 1.0
     n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    r = p.mean(1)
+    r = (p[:, 0] + p[:, 1] + p[:, 2]) / 3  # = p.mean(1), bit for bit (a sum over dim 1, then / 3), faster
     cos = (n * r).sum(-1).abs() / (n.norm(dim=-1) * r.norm(dim=-1)).clamp_min(1e-30)
     return (rel > opts.max_rel_jump) | (cos < opts.min_cos)
 
@@ -120,7 +144,7 @@ def grid_triangles(points_cam: torch.Tensor, valid: torch.Tensor, need: torch.Te
         candidate triangles dropped as stretched.
     """
     h, w = valid.shape
-    tris = quad_triangles(valid, points_cam[..., 2])
+    tris = quad_triangles(valid, points_cam[..., 2], need)
     if need is not None and tris.numel():
         tris = tris[need.reshape(-1)[tris].any(1)]
     if tris.numel() == 0:
