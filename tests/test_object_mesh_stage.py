@@ -61,18 +61,22 @@ def _scene():
 
 def _render(verts, faces, cam, col):
     fr = rasterize_diff(verts, faces, cam)
-    img = torch.where(fr.mask[..., None], interpolate(col, fr), torch.tensor([0.2, 0.3, 0.4, 0.0]))
+    img = torch.where(fr.mask[..., None], interpolate(col, fr), torch.tensor([0.2, 0.3, 0.4, 0.0], dtype=col.dtype))
     return antialias(img, fr), fr
 
 
 def test_differentiable_renderer_gradients_match_finite_differences():
+    # float64 and a small step: the antialiasing takes the largest of several shares at a pixel, a kink that
+    # a 1e-3 step can straddle
     cam, verts, faces, col = _scene()
+    verts, col = verts.double(), col.double()
     yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
     weight = torch.stack([1 + 0.5 * torch.sin(xx / 5), 1 + 0.5 * torch.cos(yy / 4), 0.5 + 0 * xx, 1 + xx / 24], -1)
+    weight = weight.double()
     v = verts.clone().requires_grad_(True)
     out, fr = _render(v, faces, cam, col)
     (out * weight).sum().backward()
-    eps, checked, silhouette = 1e-3, 0, 0
+    eps, checked, silhouette = 1e-5, 0, 0
     for i in range(4):
         for k in range(3):
             vp, vm = verts.clone(), verts.clone()

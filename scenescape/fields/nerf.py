@@ -258,8 +258,12 @@ class AnalyticField(_FieldBase):
     """
 
     def __init__(self, peak: float = 60.0, softness: float = 0.015, bound: float = 1.0,
-                 shape: Literal["pair", "snowman"] = "snowman"):
+                 shape: Literal["pair", "snowman"] = "snowman", detail: float = 0.0, detail_period: float = 0.1):
         super().__init__()
+        if not 0 <= detail <= 1 or detail_period <= 0:
+            raise InputError(f"analytic detail must be in [0, 1] and its period > 0, got {detail}, {detail_period}")
+        self.detail = float(detail)
+        self.detail_period = float(detail_period)
         if shape not in ("pair", "snowman"):
             raise InputError(f"analytic shape must be 'pair' or 'snowman', got {shape!r}")
         self.peak = peak
@@ -301,12 +305,21 @@ class AnalyticField(_FieldBase):
                                 0.45 + 0.3 * torch.tanh(-2.5 * x[:, 1]),
                                 0.55 + 0.35 * torch.tanh(2.5 * x[:, 2])], dim=-1)
             head = torch.tensor([0.9, 0.15, 0.1], dtype=x.dtype, device=x.device).expand_as(body)
-            return sigma, (1 - w) * body + w * head
+            return sigma, self._detailed(x, (1 - w) * body + w * head)
         a = torch.stack([0.2 + 0.15 * torch.tanh(3 * x[:, 1]), 0.45 + 0.3 * torch.tanh(3 * x[:, 2]),
                          0.75 + 0.15 * torch.tanh(3 * x[:, 0])], dim=-1)
         b = torch.stack([0.85 + 0.1 * torch.tanh(3 * x[:, 2]), 0.5 + 0.3 * torch.tanh(-4 * x[:, 1]),
                          0.15 + 0.1 * torch.tanh(3 * x[:, 0])], dim=-1)
-        return sigma, (1 - w) * a + w * b
+        return sigma, self._detailed(x, (1 - w) * a + w * b)
+
+    def _detailed(self, x: torch.Tensor, albedo: torch.Tensor) -> torch.Tensor:
+        """Albedo times a 3D sine pattern of period ``detail_period`` and amplitude ``detail`` (fine texture
+        that a coarse render cannot resolve; 0 = none)."""
+        if self.detail == 0:
+            return albedo
+        k = 2 * math.pi / self.detail_period
+        pat = torch.sin(k * x[:, 0]) * torch.sin(k * x[:, 1]) * torch.sin(k * x[:, 2])
+        return albedo * (1 - 0.5 * self.detail + 0.5 * self.detail * pat)[:, None]
 
 
 __all__ = ["AnalyticField", "Background", "BackgroundConfig", "FieldConfig", "NeRFField", "frequency_encode"]

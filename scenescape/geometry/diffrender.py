@@ -10,7 +10,8 @@ discrete; everything else is recomputed here with gradients w.r.t. the vertex po
   every pair of 4-neighbour pixels where one is covered and the other is background, the covered
   pixel's face boundary crosses the segment between the two pixel centres at a fraction ``t``
   (from the covered centre). With a 1-pixel box filter along that segment the covered pixel keeps
-  ``min(1, 0.5 + t)`` of its colour and the background pixel receives ``max(0, t - 0.5)`` of it.
+  ``min(1, 0.5 + t)`` of its colour and the background pixel receives ``max(0, t - 0.5)`` of it (the
+  largest such share where several crossings touch one pixel).
   ``t`` is a differentiable function of the face's projected vertices, so silhouettes get gradients
   (the coverage changes continuously as an edge moves across a pixel).
 
@@ -120,27 +121,35 @@ def _exit_fraction(frags: Fragments, inner: torch.Tensor, outer: torch.Tensor) -
 
 def antialias(image: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Silhouette antialiasing of ``image (H, W, C)`` (covered pixels: the mesh's colour, others: the
-    background) -- see the module doc. Differentiable w.r.t. the image and the vertex positions."""
+    background) -- see the module doc. A pixel with several silhouette crossings around it (a diagonal
+    edge, a corner) takes the largest share any one of them gives it (summing them would erode every
+    diagonal edge: a pixel whose centre lies on a 45-degree edge would lose all its colour instead of
+    half), with the colours of the contributing neighbours averaged by their shares. Differentiable
+    w.r.t. the image and the vertex positions."""
     h, w, c = image.shape
     mask = frags.mask.reshape(-1)
     flat = image.reshape(-1, c)
     idx = torch.arange(h * w, device=image.device).view(h, w)
     pairs = [(idx[:, :-1].reshape(-1), idx[:, 1:].reshape(-1)), (idx[:-1, :].reshape(-1), idx[1:, :].reshape(-1))]
-    acc_w = flat.new_zeros(h * w)
-    acc_c = flat.new_zeros(h * w, c)
+    targets, sources, shares = [], [], []
     for a, b in pairs:
         ma, mb = mask[a], mask[b]
         for inner, outer in ((a[ma & ~mb], b[ma & ~mb]), (b[mb & ~ma], a[mb & ~ma])):
             if inner.numel() == 0:
                 continue
             s = _exit_fraction(frags, inner, outer) - 0.5
-            w_out = s.clamp(min=0)  # the background pixel gets this much of the face
-            w_in = (-s).clamp(min=0)  # the covered pixel gets this much background
-            acc_w = acc_w.index_add(0, outer, w_out).index_add(0, inner, w_in)
-            acc_c = acc_c.index_add(0, outer, w_out[:, None] * flat[inner]).index_add(0, inner,
-                                                                                       w_in[:, None] * flat[outer])
-    scale = 1.0 / acc_w.clamp(min=1.0)
-    out = flat + (acc_c - acc_w[:, None] * flat) * scale[:, None]
+            # the background pixel gets max(0, s) of the face; the covered pixel max(0, -s) of the background
+            targets += [outer, inner]
+            sources += [inner, outer]
+            shares += [s.clamp(min=0), (-s).clamp(min=0)]
+    if not targets:
+        return image
+    tgt, src, share = torch.cat(targets), torch.cat(sources), torch.cat(shares)
+    big = flat.new_zeros(h * w).scatter_reduce(0, tgt, share, reduce="amax", include_self=True)
+    wsum = flat.new_zeros(h * w).index_add(0, tgt, share)
+    mix = flat.new_zeros(h * w, c).index_add(0, tgt, share[:, None] * flat[src])
+    mix = mix / wsum.clamp(min=1e-12)[:, None]
+    out = flat + big[:, None] * (mix - flat)
     return out.view(h, w, c)
 
 

@@ -269,7 +269,8 @@ class MeshStageConfig:
     """Views (two rings around the evaluation orbit) for the silhouette-matched iso-level; 0 = off."""
     init_size: int = 64
     """Render size (pixels) of those views."""
-    lr_sdf: float = 1e-2
+    lr_sdf: float = 1e-3
+    """Adam step of the SDF, a signed distance in world units (1e-3: about 0.3 px per step at 512x512)."""
     lr_deform: float = 1e-2
     lr_color: float = 1e-3
     normal_consistency: float = 10000.0
@@ -320,6 +321,9 @@ class ObjectConfig:
     """Its density ``analytic_peak * sigmoid(-sdf / analytic_softness)``: the default is a soft surface with
     a ~0.04-unit halo; ``0.004`` with peak ``300`` is a hard surface (the Magic3D stage-2 check)."""
     analytic_peak: float = 60.0
+    analytic_detail: float = 0.0
+    """Amplitude of a fine 3D texture on its albedo (period ``analytic_detail_period``; 0 = smooth albedo)."""
+    analytic_detail_period: float = 0.1
     nerf: FieldConfig = field(default_factory=FieldConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -430,8 +434,9 @@ class AnalyticTarget:
     with the step's shading, lights and background) -- the target of :class:`AnalyticGuidance`."""
 
     def __init__(self, render_cfg: RenderConfig, device: Any = "cpu", samples: int = 128, shape: str = "pair",
-                 softness: float = 0.015, peak: float = 60.0):
-        self.field = AnalyticField(peak=peak, softness=softness, shape=shape).to(device)  # type: ignore[arg-type]
+                 softness: float = 0.015, peak: float = 60.0, detail: float = 0.0, detail_period: float = 0.1):
+        self.field = AnalyticField(peak=peak, softness=softness, shape=shape, detail=detail,  # type: ignore[arg-type]
+                                   detail_period=detail_period).to(device)
         self.background = Background(BackgroundConfig(kind="solid"))
         self.cfg = dataclasses.replace(render_cfg, num_samples=samples, num_importance=samples // 2)
 
@@ -554,7 +559,9 @@ class ObjectPipeline:
         if getattr(GUIDANCE.get(gcfg.name), "wants_known_target", False):
             # a guidance scored against a known object (the analytic checks; any class may declare it)
             extra["target"] = AnalyticTarget(self.config.render, self.device, shape=self.config.analytic_shape,
-                                             softness=self.config.analytic_softness, peak=self.config.analytic_peak)
+                                             softness=self.config.analytic_softness, peak=self.config.analytic_peak,
+                                             detail=self.config.analytic_detail,
+                                             detail_period=self.config.analytic_detail_period)
         self._guidance = gcfg.build(GUIDANCE, **extra)
         return self._guidance
 
