@@ -60,6 +60,15 @@ def _edge(ua, va, ub, vb, ia, ib):  # pragma: no cover - compiled
     return ua, va, ub - ua, vb - va, np.float32(1.0)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _face_projection(faces, pu, pv, pz, f):  # pragma: no cover - compiled
+    """Vertex ids of face ``f`` and their projections: ``(a0, a1, a2, u0, u1, u2, v0, v1, v2, z0, z1, z2)``."""
+    a0 = faces[f, 0]
+    a1 = faces[f, 1]
+    a2 = faces[f, 2]
+    return a0, a1, a2, pu[a0], pu[a1], pu[a2], pv[a0], pv[a1], pv[a2], pz[a0], pz[a1], pz[a2]
+
+
 @njit(cache=True, nogil=True)
 def _inside(eo, du, dv):  # pragma: no cover - compiled
     """``eo >= tol`` with the inclusive tolerance ``tol = -1e-4 * |d|`` (<= 0: the square root is taken only
@@ -88,18 +97,7 @@ def zbuffer(verts, faces, ranges, rot, trans, fx, fy, cx, cy, near, width, heigh
     hm1 = f32(height - 1)
     for r in range(ranges.shape[0]):
         for f in range(ranges[r, 0], ranges[r, 1]):
-            a0 = faces[f, 0]
-            a1 = faces[f, 1]
-            a2 = faces[f, 2]
-            z0 = pz[a0]
-            z1 = pz[a1]
-            z2 = pz[a2]
-            u0 = pu[a0]
-            u1 = pu[a1]
-            u2 = pu[a2]
-            v0 = pv[a0]
-            v1 = pv[a1]
-            v2 = pv[a2]
+            a0, a1, a2, u0, u1, u2, v0, v1, v2, z0, z1, z2 = _face_projection(faces, pu, pv, pz, f)
             # pixel j is a candidate when its centre j + 0.5 lies in [umin, umax]; one branch for all tests
             j0f = np.ceil(min(u0, min(u1, u2)) - lo_off)
             j1f = np.floor(max(u0, max(u1, u2)) - hi_off)
@@ -222,18 +220,7 @@ def decode(fbuf, faces, colors, pu, pv, pz, width, p0, bary, depth, rgb):  # pra
         f = fbuf[p]
         if f < 0:
             continue
-        a0 = faces[f, 0]
-        a1 = faces[f, 1]
-        a2 = faces[f, 2]
-        u0 = pu[a0]
-        u1 = pu[a1]
-        u2 = pu[a2]
-        v0 = pv[a0]
-        v1 = pv[a1]
-        v2 = pv[a2]
-        z0 = pz[a0]
-        z1 = pz[a1]
-        z2 = pz[a2]
+        a0, a1, a2, u0, u1, u2, v0, v1, v2, z0, z1, z2 = _face_projection(faces, pu, pv, pz, f)
         qu = f32((p0 + p) % width) + half
         qv = f32((p0 + p) // width) + half
         l0 = (u2 - u1) * (qv - v1) - (v2 - v1) * (qu - u1)
