@@ -125,7 +125,40 @@ def to_float_image(image: Any, name: str = "image") -> np.ndarray:
     return a
 
 
-class DiffusersInpainter:
+class LazyPipeline:
+    """A backend whose diffusers pipeline loads on first use: :attr:`pipe` calls ``_load()`` (which sets
+    ``_pipe``) when nothing is in memory; :attr:`loaded` says whether it is."""
+
+    _pipe: Any = None
+
+    def _load(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _load_with(self, loader: Any) -> Any:
+        """``loader`` (an ``AutoPipeline*.from_pretrained``) on ``config.model`` with the config's placement,
+        memory options and scheduler; sets ``device``/``dtype`` and returns the pipeline."""
+        cfg = self.config  # type: ignore[attr-defined]
+        pipe, self.device, self.dtype = load_pipeline(
+            loader, cfg.model, cfg.device, cfg.dtype,
+            attention_slicing=cfg.attention_slicing, vae_tiling=cfg.vae_tiling, cpu_offload=cfg.cpu_offload,
+        )
+        set_scheduler(pipe, cfg.scheduler)
+        return pipe
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the diffusers pipeline is in memory."""
+        return self._pipe is not None
+
+    @property
+    def pipe(self) -> Any:
+        """The diffusers pipeline, loaded on first access."""
+        if self._pipe is None:
+            self._load()
+        return self._pipe
+
+
+class DiffusersInpainter(LazyPipeline):
     """Inpainting with a diffusers Stable Diffusion inpainting pipeline.
 
     ``inpaint(image, mask, camera, prompt, seed=None)``: ``image`` ``(H, W, 3)`` float in [0, 1],
@@ -188,27 +221,11 @@ class DiffusersInpainter:
         self.last_finetune: FinetuneHistory | None = None
 
     # -- weights -------------------------------------------------------------------------------
-    @property
-    def loaded(self) -> bool:
-        """Whether the diffusers pipeline is in memory (it loads on the first :meth:`inpaint`)."""
-        return self._pipe is not None
-
-    @property
-    def pipe(self) -> Any:
-        """The diffusers inpainting pipeline, loaded on first access."""
-        if self._pipe is None:
-            self._load()
-        return self._pipe
-
     def _load(self) -> None:
         cfg = self.config
         from diffusers import AutoPipelineForInpainting
 
-        pipe, self.device, self.dtype = load_pipeline(
-            AutoPipelineForInpainting.from_pretrained, cfg.model, cfg.device, cfg.dtype,
-            attention_slicing=cfg.attention_slicing, vae_tiling=cfg.vae_tiling, cpu_offload=cfg.cpu_offload,
-        )
-        set_scheduler(pipe, cfg.scheduler)
+        pipe = self._load_with(AutoPipelineForInpainting.from_pretrained)
         if cfg.decoder_finetune_steps > 0:
             import torch
 

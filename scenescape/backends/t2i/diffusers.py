@@ -22,17 +22,16 @@ import numpy as np
 from scenescape.backends.inpaint.diffusers import (
     DEFAULT_NEGATIVE,
     DType,
+    LazyPipeline,
     Scheduler,
     free_memory,
-    load_pipeline,
     placement,
-    set_scheduler,
 )
 from scenescape.backends.models import backend_config, resolve_model
 from scenescape.errors import InputError
 
 
-class DiffusersTextToImage:
+class DiffusersTextToImage(LazyPipeline):
     """A diffusers text-to-image pipeline; returns float32 ``(height, width, 3)`` images in [0, 1]."""
 
     MODEL_KIND = "diffusers"  # what ``scenescape models`` checks for
@@ -64,25 +63,10 @@ class DiffusersTextToImage:
         self.device, self.dtype = placement(cfg.device, cfg.dtype, cfg.cpu_offload)
         self._pipe: Any = None
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the diffusers pipeline is in memory (it loads on the first :meth:`generate`)."""
-        return self._pipe is not None
+    def _load(self) -> None:
+        from diffusers import AutoPipelineForText2Image
 
-    @property
-    def pipe(self) -> Any:
-        """The diffusers text-to-image pipeline, loaded on first access."""
-        if self._pipe is None:
-            from diffusers import AutoPipelineForText2Image
-
-            cfg = self.config
-            pipe, self.device, self.dtype = load_pipeline(
-                AutoPipelineForText2Image.from_pretrained, cfg.model, cfg.device, cfg.dtype,
-                attention_slicing=cfg.attention_slicing, vae_tiling=cfg.vae_tiling, cpu_offload=cfg.cpu_offload,
-            )
-            set_scheduler(pipe, cfg.scheduler)
-            self._pipe = pipe
-        return self._pipe
+        self._pipe = self._load_with(AutoPipelineForText2Image.from_pretrained)
 
     def release(self) -> None:
         """Drop the weights (text encoder, UNet, VAE); a later :meth:`generate` loads them again."""
