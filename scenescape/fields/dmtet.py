@@ -5,13 +5,12 @@ and two parameters: ``sdf (V,)`` (negative inside) and ``deform (V, 3)``; the ve
 ``grid + max_deform * cell * tanh(deform)`` (at most ``max_deform`` of a cell, so tetrahedra never
 invert). :meth:`DMTetGeometry.mesh` runs marching tetrahedra, differentiable w.r.t. both.
 
-:meth:`DMTetGeometry.init_from_density` initialises the SDF from a stage-1 density field: with the
-iso-level ``tau``, the level ``log(tau) - log(density)`` is negative where the density exceeds ``tau``;
-it is turned into an approximate signed distance in world units (:func:`metric_sdf`: the level divided
+:meth:`DMTetGeometry.set_level` initialises the SDF from a stage-1 density field (its log from
+:meth:`DMTetGeometry.log_density`, evaluated once): with the iso-level ``tau``, the level
+``log(tau) - log(density)`` is negative where the density exceeds ``tau``; it is turned into an approximate signed distance in world units (:func:`metric_sdf`: the level divided
 by its gradient's norm, clamped to +-2 cells), so that ``mesh.lr_sdf`` is a distance per step whatever
 the stage-1 density's scale. The zero level set is unchanged: it is the stage-1 surface at ``tau``.
-:meth:`DMTetGeometry.log_density` evaluates the field once; :meth:`DMTetGeometry.set_level` can then
-try several iso-levels cheaply (the mesh stage picks the one whose silhouettes match the NeRF's).
+Several iso-levels can be tried cheaply (the mesh stage picks the one whose silhouettes match the NeRF's).
 """
 
 from __future__ import annotations
@@ -62,17 +61,6 @@ class DMTetGeometry(nn.Module):
         level = math.log(tau + 1e-6) - log_density
         self.sdf.copy_(metric_sdf(level, self.resolution, self.cell))
         self.deform.zero_()
-
-    @torch.no_grad()
-    def init_from_density(self, density_fn: Any, threshold: float | Any, chunk: int = 65536) -> float:
-        """Set the SDF from ``density_fn((N, 3)) -> (N,)`` at the grid vertices; ``threshold`` is the
-        iso-level or a callable ``densities (numpy) -> level`` (e.g. the stage-1 export's Otsu split).
-        Returns the level used."""
-        logd = self.log_density(density_fn, chunk)
-        dens = (logd.exp() - 1e-6).clamp(min=0)
-        tau = float(threshold(dens.cpu().numpy()) if callable(threshold) else threshold)
-        self.set_level(logd, tau)
-        return tau
 
 
 def metric_sdf(level: torch.Tensor, resolution: int, cell: float, clamp_cells: float = 2.0) -> torch.Tensor:
